@@ -1,0 +1,19 @@
+"""Exceptions raised by litesweep. Every message is one line naming the bad value and what is accepted."""
+
+from __future__ import annotations
+
+
+class LitesweepError(Exception):
+    """Base class of every error litesweep raises on purpose (reported as one line, exit code 2)."""
+
+
+class ConfigError(LitesweepError, ValueError):
+    """A configuration value is invalid; raised before any store is opened or any model is trained."""
+
+
+class DataError(LitesweepError, ValueError):
+    """The data cannot be used with the model (shape, labels, empty split)."""
+
+
+class ModelError(LitesweepError, ValueError):
+    """The base model cannot be loaded, built or compressed."""

@@ -1,0 +1,111 @@
+"""Base models: built from config and trained once, then cached by a hash of config, data and TF version."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from objectives.compat import keras, tf
+from objectives.data import Dataset
+from objectives.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class CnnSpec:
+    """A small Conv-Pool stack, then Dense layers, ending in logits (no softmax: distillation needs logits)."""
+
+    conv_filters: Sequence[int] = (16, 32)
+    kernel_size: int = 3
+    dense_units: Sequence[int] = (64,)
+    max_epochs: int = 30
+    patience: int = 3
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` on a non-positive size."""
+        for what, values in (("model.conv_filters", self.conv_filters), ("model.dense_units", self.dense_units)):
+            if any(int(v) <= 0 for v in values):
+                raise ConfigError(f"{what} = {list(values)} must hold positive integers")
+        for what, value in (("model.kernel_size", self.kernel_size), ("model.max_epochs", self.max_epochs),
+                            ("model.batch_size", self.batch_size)):
+            if int(value) <= 0:
+                raise ConfigError(f"{what} = {value!r} must be a positive integer")
+
+
+def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Build (untrained) the CNN ``spec`` describes; layer names are stable (``conv1``, ``fc1``, ``logits``)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    h = inputs
+    for i, filters in enumerate(spec.conv_filters, start=1):
+        h = keras.layers.Conv2D(int(filters), spec.kernel_size, padding="same", activation="relu", name=f"conv{i}")(h)
+        if min(h.shape[1], h.shape[2]) >= 2:
+            h = keras.layers.MaxPooling2D(name=f"pool{i}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    for i, units in enumerate(spec.dense_units, start=1):
+        h = keras.layers.Dense(int(units), activation="relu", name=f"fc{i}")(h)
+    outputs = keras.layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name="base_cnn")
+
+
+def _cache_key(spec: CnnSpec, data: Dataset) -> str:
+    payload = json.dumps({"spec": dataclasses.asdict(spec), "data": data.fingerprint(), "tf": tf.__version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def train_or_load(spec: CnnSpec, data: Dataset, cache_dir: Path) -> tuple[keras.Model, dict]:
+    """Return the trained base model, training it only when no cached copy exists.
+
+    The float reference is trained to a validation plateau (early stopping with ``patience``), so
+    no trial gains accuracy from extra epochs alone.
+
+    Returns:
+        The model and a dict describing its training (``cache_key``, ``epochs``, ``cached``).
+    """
+    spec.validate()
+    key = _cache_key(spec, data)
+    path = Path(cache_dir) / f"base-{key}.keras"
+    info_path = path.with_suffix(".json")
+    if path.exists() and info_path.exists():
+        model = keras.models.load_model(path, compile=False)
+        info = json.loads(info_path.read_text())
+        return model, {**info, "cached": True}
+    keras.utils.set_random_seed(spec.seed)
+    model = build_cnn(spec, data.input_shape, data.num_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(spec.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience, restore_best_weights=True)
+    history = model.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+        epochs=spec.max_epochs, batch_size=spec.batch_size, callbacks=[stop], verbose=0,
+    )
+    info = {"cache_key": key, "epochs": len(history.history["loss"]), "best_epoch": stop.best_epoch + 1}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary name and rename, so an interrupted run never leaves a half-written cache.
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_model = Path(tmp) / path.name
+        model.save(tmp_model)
+        (Path(tmp) / info_path.name).write_text(json.dumps(info))
+        os.replace(tmp_model, path)
+        os.replace(Path(tmp) / info_path.name, info_path)
+    return model, {**info, "cached": False}
+
+
+def fresh_copy(model: keras.Model) -> keras.Model:
+    """A clone with its own layers and the same weights.
+
+    TF-MOT wrappers reuse the layer objects of the model they wrap, so a trial must never wrap the
+    cached base model itself.
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -1,0 +1,1 @@
+"""Compression techniques, one concern a file: ``prune``, ``quantize`` (QAT), ``distill``."""

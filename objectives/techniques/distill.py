@@ -1,0 +1,36 @@
+"""Knowledge distillation from the float base model, as a plain Keras loss.
+
+Targets are packed as ``[one_hot(labels), teacher_logits]`` so distillation works with ``fit`` and
+with any TF-MOT wrapper, without a custom training loop. Teacher logits are computed once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from objectives.compat import keras, tf
+
+
+def pack_targets(labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:
+    """Concatenate one-hot labels and teacher logits into one target array."""
+    one_hot = np.eye(num_classes, dtype="float32")[labels]
+    return np.concatenate([one_hot, teacher_logits.astype("float32")], axis=1)
+
+
+def distillation_loss(num_classes: int, temperature: float, weight: float) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """``(1 - weight) * CE(labels, student) + weight * T^2 * KL(teacher_T || student_T)``.
+
+    The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard ones (Hinton et al.).
+    """
+
+    def loss(packed: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        labels, teacher = packed[:, :num_classes], packed[:, num_classes:]
+        hard = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
+        if weight == 0.0:
+            return hard
+        soft = keras.losses.kl_divergence(tf.nn.softmax(teacher / temperature), tf.nn.softmax(logits / temperature))
+        return (1.0 - weight) * hard + weight * (temperature**2) * soft
+
+    return loss

@@ -1,0 +1,72 @@
+"""Magnitude pruning per layer (TF-MOT ``prune_low_magnitude`` with a polynomial schedule)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from objectives.compat import keras, tf, tfmot
+
+_sparsity = tfmot.sparsity.keras
+
+
+def wrap_for_pruning(model: keras.Model, targets: Mapping[str, float], end_step: int) -> keras.Model:
+    """Wrap each layer named in ``targets`` in ``prune_low_magnitude``, ramping to its target by ``end_step``.
+
+    The returned model shares layer objects with ``model`` (TF-MOT's clone_function contract), so pass
+    a disposable copy.
+    """
+    end_step = max(int(end_step), 1)
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        target = targets.get(layer.name, 0.0)
+        if target <= 0.0:
+            return layer
+        schedule = _sparsity.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=float(target), begin_step=0,
+            end_step=max(end_step - 1, 1), frequency=max(end_step // 10, 1),
+        )
+        return _sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def pruning_callbacks() -> list[keras.callbacks.Callback]:
+    """Callbacks ``fit`` needs while pruning wrappers are active."""
+    return [_sparsity.UpdatePruningStep()]
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """Remove pruning wrappers, keeping the pruned (zeroed) weights."""
+    return _sparsity.strip_pruning(model)
+
+
+def kernel_masks(model: keras.Model, layer_names: list[str]) -> dict[str, np.ndarray]:
+    """Non-zero masks of the kernels of ``layer_names`` (to keep sparsity through later training)."""
+    return {name: (model.get_layer(name).kernel.numpy() != 0).astype("float32") for name in layer_names}
+
+
+class KeepMasks(keras.callbacks.Callback):
+    """Re-apply pruning masks after every batch, so training that is not sparsity-aware keeps the zeros.
+
+    n-bit QAT does not preserve sparsity itself; symmetric weight quantization maps 0 to 0 exactly,
+    so zeroed float kernels stay zero in the converted file.
+    """
+
+    def __init__(self, variables: Mapping[str, tf.Variable], masks: Mapping[str, np.ndarray]) -> None:
+        super().__init__()
+        self._pairs = [(variables[name], tf.constant(masks[name])) for name in masks]
+
+    def apply(self) -> None:
+        """Zero every masked weight now."""
+        for variable, mask in self._pairs:
+            variable.assign(variable * mask)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
+        self.apply()
+
+
+def achieved_sparsity(kernel: np.ndarray) -> float:
+    """Share of exact zeros in a kernel."""
+    return float(np.mean(kernel == 0))

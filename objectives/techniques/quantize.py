@@ -1,0 +1,67 @@
+"""Per-layer n-bit quantization-aware training (TF-MOT's experimental ``default_n_bit`` scheme).
+
+Each layer gets its own weight bit width; activations stay 8-bit. Layers left at 32 bits are not
+annotated and stay float. Weightless layers between quantized ones (pooling, flatten) are annotated
+8-bit so the converter does not insert quantize/dequantize pairs around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+    default_n_bit_quantize_registry as nbit_registry,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+    default_n_bit_quantize_scheme as nbit_scheme,
+)
+
+from objectives.compat import keras, tf, tfmot
+
+_quant = tfmot.quantization.keras
+ACTIVATION_BITS = 8
+
+
+def _quantize_config(layer: keras.layers.Layer, weight_bits: int):  # noqa: ANN202 - TF-MOT QuantizeConfig
+    # The registry writes its bit width into class-level _QuantizeInfo objects shared by every
+    # registry (TF-MOT 0.8.1), so the last registry built decides Dense layers' bits. Build one
+    # right before each lookup, then check the config really carries the width asked for.
+    registry = nbit_registry.DefaultNBitQuantizeRegistry(num_bits_weight=weight_bits, num_bits_activation=ACTIVATION_BITS)
+    return registry.get_quantize_config(layer)
+
+
+def wrap_for_qat(model: keras.Model, weight_bits: Mapping[str, int]) -> keras.Model:
+    """Return a QAT model where each layer in ``weight_bits`` fake-quantizes its weights to that width."""
+    weighted = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    probe = nbit_registry.DefaultNBitQuantizeRegistry()
+
+    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in weight_bits:
+            config = _quantize_config(layer, weight_bits[layer.name])
+            return _quant.quantize_annotate_layer(layer, quantize_config=config)
+        if not isinstance(layer, (*weighted, keras.layers.InputLayer)) and probe.supports(layer):
+            return _quant.quantize_annotate_layer(layer, quantize_config=_quantize_config(layer, 8))
+        return layer
+
+    with _quant.quantize_scope():
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+        qat = _quant.quantize_apply(
+            annotated, nbit_scheme.DefaultNBitQuantizeScheme(num_bits_weight=8, num_bits_activation=ACTIVATION_BITS)
+        )
+    for name, bits in weight_bits.items():
+        quantizer = qat.get_layer(f"quant_{name}").quantize_config.weight_quantizer
+        if quantizer.num_bits != bits:  # guards against the shared-registry bug above
+            raise RuntimeError(f"QAT wrapper of '{name}' quantizes weights to {quantizer.num_bits} bits, not {bits}")
+    return qat
+
+
+def kernel_variables(qat_model: keras.Model, layer_names: list[str]) -> dict[str, tf.Variable]:
+    """The float kernel variables inside QAT wrappers (``wrapper.layer.kernel`` is a tensor there)."""
+    found = {}
+    for name in layer_names:
+        wrapper = qat_model.get_layer(f"quant_{name}")
+        matches = [w for w in wrapper.weights if w.name.endswith("kernel:0") and w.name.startswith(f"{name}/")]
+        if len(matches) != 1:
+            raise RuntimeError(f"expected one kernel variable in QAT wrapper of '{name}', found {[w.name for w in matches]}")
+        found[name] = matches[0]
+    return found

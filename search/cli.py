@@ -1,0 +1,75 @@
+"""Command-line checks that run before Hydra starts: one-line errors, exit code 2, nothing written.
+
+Hydra reports a bad override over several lines and only after creating its output directory; this
+composes the same config first, validates it, and reports the first problem on one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from objectives.errors import LitesweepError
+from search import config as schema
+
+EXIT_BAD_INPUT = 2
+# Flags that make Hydra print or inspect rather than run: leave them to Hydra itself.
+_HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion", "-sc")
+
+
+def _accepted_keys(full_key: str) -> list[str]:
+    node: type | None = schema.LitesweepConfig
+    for part in full_key.split(".")[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if node and dataclasses.is_dataclass(node) else {}
+        default = fields[part].default_factory() if part in fields and fields[part].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        node = type(default) if dataclasses.is_dataclass(default) else None
+    return sorted(f.name for f in dataclasses.fields(node)) if node and dataclasses.is_dataclass(node) else []
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the bad key or value and what is accepted."""
+    chain, cause = [], exc
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for err in chain:
+        if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and getattr(err, "full_key", None):
+            accepted = _accepted_keys(err.full_key)
+            hint = f"; accepted keys here: {accepted}" if accepted else ""
+            return f"unknown config key '{err.full_key}'{hint}"
+        if isinstance(err, ValidationError) and getattr(err, "full_key", None):
+            first = str(err).splitlines()[0]
+            return f"bad value for config key '{err.full_key}': {first}"
+    text = str(exc)
+    if "Could not find" in text and "Available options" in text:
+        missing = text.split("Could not find", 1)[1].splitlines()[0].strip()
+        options = text.split("Available options", 1)[1].split("Config search path")[0].splitlines()[1:]
+        return f"config group option {missing} not found; accepted: {', '.join(o.strip() for o in options if o.strip())}"
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith(("full_key", "object_type", "reference_type"))]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def compose_config(overrides: Sequence[str], conf_dir: str) -> DictConfig:
+    """Compose the config the way ``litesweep`` would, without running anything."""
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def precheck(argv: Sequence[str], conf_dir: str) -> None:
+    """Compose and validate the command line's overrides; on a problem print one line and exit 2."""
+    if any(a.split("=")[0] in _HYDRA_FLAGS for a in argv) or any(a in ("-m", "--multirun") for a in argv):
+        return
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        cfg = compose_config(overrides, conf_dir)
+        schema.validate(cfg)
+    except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, LitesweepError) as exc:
+        message = str(exc) if isinstance(exc, LitesweepError) else describe(exc)
+        print(f"litesweep: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,55 @@
+"""The study's Pareto front, as trials and as a console table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+
+from objectives.metrics import METRIC_NAMES
+
+RUN_ID_ATTR = "mlflow_run_id"
+METRICS_ATTR = "metrics"
+TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms")
+
+
+def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Pareto-optimal COMPLETE trials, by trial number (Optuna's own non-dominated sort)."""
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def front_run_ids(trials: Sequence[optuna.trial.FrozenTrial]) -> list[str]:
+    """MLflow run ids of trials (each trial stores its run id as a user attribute)."""
+    return [t.user_attrs[RUN_ID_ATTR] for t in trials if RUN_ID_ATTR in t.user_attrs]
+
+
+def format_table(trials: Sequence[optuna.trial.FrozenTrial], reference: dict[str, float] | None = None) -> str:
+    """A plain-text table of trials' metrics, smallest file first, with the float reference on top."""
+    header = ("trial", *TABLE_COLUMNS, "mlflow run")
+    rows = []
+    if reference:
+        rows.append(("float32", *(_fmt(c, reference.get(c)) for c in TABLE_COLUMNS), "(reference)"))
+    for t in sorted(trials, key=lambda t: t.user_attrs.get(METRICS_ATTR, {}).get("size_bytes", 0)):
+        metrics = t.user_attrs.get(METRICS_ATTR, {})
+        rows.append((str(t.number), *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), t.user_attrs.get(RUN_ID_ATTR, "-")))
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(column: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if column in ("size_bytes", "size_gzip_bytes"):
+        return f"{int(value):,}"
+    if column == "accuracy":
+        return f"{value:.4f}"
+    if column == "latency_ms":
+        return f"{value:.4f}"
+    return f"{value:.2f}"
+
+
+assert set(TABLE_COLUMNS) <= set(METRIC_NAMES)

@@ -1,0 +1,209 @@
+"""Everything litesweep writes to MLflow: a parent run per study, a child run per trial.
+
+Uses ``MlflowClient`` with explicit run ids (no global active run), so the trial number ↔ run id link
+is explicit and several workers can share one tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from objectives.errors import ConfigError
+
+TAG_ROLE = "litesweep.role"
+TAG_STUDY = "litesweep.study_name"
+TAG_TRIAL = "litesweep.trial_number"
+TAG_PARETO = "litesweep.pareto"
+TAG_STATE = "litesweep.state"
+ROLE_STUDY, ROLE_TRIAL = "study", "trial"
+
+
+def _artifact_uri(location: str) -> str:
+    if "://" in location:
+        return location
+    return Path(location).resolve().as_uri()
+
+
+class Tracker:
+    """MLflow writer for one study.
+
+    Args:
+        uri: tracking URI (``sqlite:///mlruns/mlflow.db`` by default, or ``http://host:port``).
+        experiment: experiment name (the study name).
+        artifact_location: where the experiment stores artifacts when it is created.
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str) -> None:
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_uri(artifact_location))
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_run_id: str | None = None
+        self._pareto_state: dict[str, bool] = {}
+
+    # --- the study's parent run -------------------------------------------------------------
+
+    def open_study_run(self, study_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> tuple[str, bool]:
+        """Create the study's parent run, or reopen it when the study is resumed.
+
+        Params are logged only when the run is created (MLflow params are immutable).
+
+        Returns:
+            The run id and whether it was resumed.
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            resumed = True
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"study-{study_name}",
+                tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **tags},
+            )
+            run_id = run.info.run_id
+            _log_params(self.client, run_id, params)
+            resumed = False
+        self.parent_run_id = run_id
+        self._pareto_state = {
+            r.info.run_id: r.data.tags.get(TAG_PARETO) == "true"
+            for r in self.trial_runs()
+        }
+        return run_id, resumed
+
+    def close_study_run(self, status: str = "FINISHED") -> None:
+        """End the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if self.parent_run_id is not None:
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+    def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Metrics on the parent run (the float reference, front size...)."""
+        assert self.parent_run_id is not None
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def log_study_files(self, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
+        """Write files (name → content) as artifacts of the parent run."""
+        assert self.parent_run_id is not None
+        _log_files(self.client, self.parent_run_id, files, artifact_path)
+
+    # --- trial runs -------------------------------------------------------------------------
+
+    def start_trial(self, study_name: str, trial_number: int) -> str:
+        """Create the child run of a trial; returns its run id."""
+        assert self.parent_run_id is not None
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial_number:04d}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_ROLE: ROLE_TRIAL, TAG_STUDY: study_name,
+                  TAG_TRIAL: str(trial_number), TAG_PARETO: "false", TAG_STATE: "RUNNING"},
+        )
+        self._pareto_state[run.info.run_id] = False
+        return run.info.run_id
+
+    def log_trial(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        files: Mapping[str, bytes | str],
+    ) -> None:
+        """Log a trial's params, metrics, tags and artifacts (artifacts first: a logged metric implies its files)."""
+        _log_files(self.client, run_id, files)
+        _log_params(self.client, run_id, params)
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+
+    def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None) -> None:
+        """Mark the trial's Optuna ``state`` as a tag and end its run with MLflow ``status``."""
+        if traceback_text is not None:
+            _log_files(self.client, run_id, {"traceback.txt": traceback_text})
+        self.client.set_tag(run_id, TAG_STATE, state)
+        self.client.set_terminated(run_id, status=status)
+
+    def update_pareto(self, front_run_ids: Iterable[str]) -> int:
+        """Keep ``litesweep.pareto`` current on every trial run; only changed tags are written.
+
+        Returns:
+            The number of tags written.
+        """
+        front = set(front_run_ids)
+        changed = 0
+        for run_id in set(self._pareto_state) | front:
+            on_front = run_id in front
+            if self._pareto_state.get(run_id) != on_front:
+                self.client.set_tag(run_id, TAG_PARETO, "true" if on_front else "false")
+                self._pareto_state[run_id] = on_front
+                changed += 1
+        return changed
+
+    def trial_runs(self) -> list[mlflow.entities.Run]:
+        """Every trial run of this study (all pages)."""
+        assert self.parent_run_id is not None
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'",
+                max_results=1000, page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast (before any training) when the tracking store cannot be reached."""
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"tracking.uri = {uri!r} cannot be reached ({first[:200]})") from exc
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
+    if not files:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        client.log_artifacts(run_id, tmp, artifact_path)
+
+
+def dumps(data: Any) -> str:
+    """Pretty JSON for artifacts."""
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
