@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> SweepResult:
     bench = Workbench(model, data, FineTuneSettings(**OmegaConf.to_container(cfg.finetune)),
                       LatencyProtocol(lat.threads, lat.warmup, lat.min_runs, lat.max_runs, lat.max_seconds))
     space = SearchSpace.from_config(cfg.space, [info.name for info in bench.layers])
-    directions = dict(cfg.study.directions)
+    directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions)
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)

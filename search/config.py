@@ -92,7 +92,9 @@ class SpaceConfig:
     bits: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 32])
     sparsity: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(0.0, 0.9, 0.05))
     distill: DistillSpaceConfig = dataclasses.field(default_factory=DistillSpaceConfig)
-    layers: dict[str, LayerSpaceConfig] = dataclasses.field(default_factory=dict)
+    # layer name -> {bits: [...], sparsity: {low, high, step}}; untyped so `+space.layers.fc1={bits:[8]}` works
+    # from the command line; checked by `validate` against LayerSpaceConfig's fields.
+    layers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -122,12 +124,11 @@ class StudyConfig:
     """The Optuna study."""
 
     name: str = MISSING
-    n_trials: int = 30
+    n_trials: int = 60
     sampler: str = "tpe"
     seed: int = 0
-    directions: dict[str, str] = dataclasses.field(
-        default_factory=lambda: {"accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
-    )
+    objectives: list[str] = dataclasses.field(default_factory=lambda: ["accuracy", "size_bytes", "latency_ms"])
+    directions: list[str] = dataclasses.field(default_factory=lambda: ["maximize", "minimize", "minimize"])
     storage: str = "${paths.store_dir}/optuna.journal"
     max_consecutive_failures: int = 5
 
@@ -189,11 +190,18 @@ def validate(cfg: Any) -> None:
     _check_choice(cfg.latency.backend, ("local",), "latency.backend")
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
-    if not cfg.study.directions:
-        raise ConfigError("study.directions is empty; accepted: a mapping of metric to 'maximize' or 'minimize'")
-    for metric, direction in cfg.study.directions.items():
-        _check_choice(metric, METRIC_NAMES, "study.directions key")
-        _check_choice(direction, DIRECTIONS, f"study.directions.{metric}")
+    if not cfg.study.objectives:
+        raise ConfigError("study.objectives is empty; accepted: a list of metric names")
+    for metric in cfg.study.objectives:
+        _check_choice(metric, METRIC_NAMES, "study.objectives entry")
+    for direction in cfg.study.directions:
+        _check_choice(direction, DIRECTIONS, "study.directions entry")
+    if len(cfg.study.objectives) != len(cfg.study.directions):
+        raise ConfigError(
+            f"study.objectives has {len(cfg.study.objectives)} entries but study.directions has {len(cfg.study.directions)}; accepted: one direction per objective"
+        )
+    if len(set(cfg.study.objectives)) != len(cfg.study.objectives):
+        raise ConfigError(f"study.objectives = {list(cfg.study.objectives)} repeats a metric; accepted: each metric once")
     if not cfg.space.bits:
         raise ConfigError("space.bits is empty; accepted: a non-empty list of bit widths")
     for b in cfg.space.bits:
@@ -201,11 +209,18 @@ def validate(cfg: Any) -> None:
     _check_range(cfg.space.sparsity, "space.sparsity", check_sparsity)
     _check_range(cfg.space.distill.temperature, "space.distill.temperature", check_temperature)
     _check_range(cfg.space.distill.weight, "space.distill.weight", check_unit_interval)
+    layer_keys = {f.name for f in dataclasses.fields(LayerSpaceConfig)}
+    range_keys = {f.name for f in dataclasses.fields(RangeConfig)}
     for name, layer in cfg.space.layers.items():
-        for b in layer.bits or []:
+        if not hasattr(layer, "items") or set(layer) - layer_keys:
+            raise ConfigError(f"space.layers.{name} = {layer!r} is not accepted; accepted keys: {sorted(layer_keys)}")
+        for b in layer.get("bits") or []:
             check_bits(b, f"space.layers.{name}.bits entry")
-        if layer.sparsity is not None:
-            _check_range(layer.sparsity, f"space.layers.{name}.sparsity", check_sparsity)
+        sparsity = layer.get("sparsity")
+        if sparsity is not None:
+            if not hasattr(sparsity, "items") or set(sparsity) - range_keys or not {"low", "high"} <= set(sparsity):
+                raise ConfigError(f"space.layers.{name}.sparsity = {sparsity!r} is not accepted; accepted: {{low, high, step, log}}")
+            _check_range(RangeConfig(**sparsity), f"space.layers.{name}.sparsity", check_sparsity)
     for key in ("prune_epochs", "qat_epochs", "batch_size"):
         if cfg.finetune[key] < 1:
             raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} must be an integer >= 1")

@@ -26,8 +26,10 @@ class FloatRange:
     log: bool = False
 
     @classmethod
-    def from_config(cls, node: Any) -> FloatRange:  # noqa: D102
-        return cls(float(node.low), float(node.high), None if node.step is None else float(node.step), bool(node.log))
+    def from_config(cls, node: Any) -> FloatRange:
+        """From a ``{low, high, step, log}`` mapping (typed or plain)."""
+        step = node.get("step")
+        return cls(float(node["low"]), float(node["high"]), None if step is None else float(step), bool(node.get("log", False)))
 
     def sample(self, trial: optuna.Trial, name: str) -> float:
         """Suggest a value, or return the constant."""
@@ -65,9 +67,9 @@ class SearchSpace:
             raise ConfigError(f"space.layers names {unknown}, which the model does not have; accepted: {list(layer_names)}")
         layers = []
         for name in layer_names:
-            override = space.layers.get(name)
-            bits = override.bits if override is not None and override.bits else space.bits
-            sparsity = override.sparsity if override is not None and override.sparsity is not None else space.sparsity
+            override = space.layers.get(name) or {}
+            bits = override.get("bits") or space.bits
+            sparsity = override.get("sparsity") or space.sparsity
             layers.append(LayerSpace(name, tuple(int(b) for b in bits), FloatRange.from_config(sparsity)))
         return cls(tuple(layers), FloatRange.from_config(space.distill.temperature), FloatRange.from_config(space.distill.weight))
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real config, shrunk; a small trained model built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+#: The real config made small: digits data, a tiny CNN, one epoch per fine-tuning phase, short latency runs.
+QUICK_OVERRIDES = [
+    "data=digits",
+    "model=tiny_cnn",
+    "finetune.prune_epochs=1",
+    "finetune.qat_epochs=1",
+    "latency.max_seconds=0.05",
+    "latency.max_runs=60",
+    "progress=false",
+]
+
+
+def compose_quick(tmp: Path, *overrides: str):  # noqa: ANN201 - DictConfig
+    """The project's config with quick-tier settings and every path under ``tmp``."""
+    from search.cli import compose_config
+    from search.config import register_configs
+
+    register_configs()
+    return compose_config([*QUICK_OVERRIDES, f"paths.output_dir={tmp}", *overrides], CONF_DIR)
+
+
+@pytest.fixture(scope="session")
+def digits_bench(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Workbench
+    """A Workbench on the digits data with the tiny CNN (trained once per session)."""
+    from objectives.data import load_dataset
+    from objectives.measure import LatencyProtocol
+    from objectives.models import CnnSpec, train_or_load
+    from objectives.pipeline import FineTuneSettings, Workbench
+
+    data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
+    spec = CnnSpec(conv_filters=(8,), dense_units=(32,), max_epochs=15, patience=2, learning_rate=0.003)
+    model, _ = train_or_load(spec, data, tmp_path_factory.mktemp("cache"))
+    return Workbench(model, data, FineTuneSettings(prune_epochs=2, qat_epochs=1),
+                     LatencyProtocol(max_seconds=0.05, max_runs=60))

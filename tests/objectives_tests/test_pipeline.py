@@ -1,0 +1,93 @@
+"""A trial on real TF-MOT wrappers, a real converter and the LiteRT interpreter; checked on the file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+from objectives import tflite_file
+from objectives.compat import litert, tf
+from objectives.policy import DistillPolicy, LayerPolicy, Policy
+
+
+@pytest.fixture(scope="module")
+def mixed_trial(digits_bench):  # noqa: ANN001, ANN201
+    """conv1 4-bit, fc1 8-bit and 60% sparse, logits left float; distilled."""
+    before = [w.copy() for w in digits_bench.base_model.get_weights()]
+    policy = Policy(
+        {"conv1": LayerPolicy(4, 0.0), "fc1": LayerPolicy(8, 0.6), "logits": LayerPolicy(32, 0.0)},
+        DistillPolicy(temperature=4.0, weight=0.5),
+    )
+    return policy, digits_bench.run(policy), before
+
+
+def test_four_bit_layer_is_packed_int4_in_the_file(mixed_trial) -> None:  # noqa: ANN001
+    _, output, _ = mixed_trial
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_content=output.tflite)
+    report = buffer.getvalue()
+    conv1_lines = [line for line in report.splitlines() if "conv1" in line and "type:INT4" in line]
+    assert conv1_lines, "conv1 kernel is not INT4 in the .tflite"
+    fc1_types = {e.type for e in tflite_file.tensors(output.tflite) if e.is_constant and "fc1" in e.name and len(e.shape) == 2}
+    assert fc1_types == {"INT8"}
+    assert output.weight_types == {"conv1": "INT4", "fc1": "INT8", "logits": "FLOAT32"}
+
+
+def test_achieved_sparsity_in_the_file_is_within_two_points(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+    _, output, _ = mixed_trial
+    kernel_shape = digits_bench.base_model.get_layer("fc1").kernel.shape[::-1]  # TFLite stores (units, inputs)
+    interpreter = litert.Interpreter(model_content=output.tflite)
+    interpreter.allocate_tensors()
+    kernels = [d for d in interpreter.get_tensor_details() if "fc1" in d["name"] and tuple(d["shape"]) == tuple(kernel_shape)]
+    assert len(kernels) == 1
+    zeros = float(np.mean(interpreter.get_tensor(kernels[0]["index"]) == 0))
+    assert abs(zeros - 0.6) <= 0.02
+    assert abs(output.achieved_sparsity["fc1"] - 0.6) <= 0.02
+
+
+def test_base_model_is_unchanged_by_a_trial(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+    _, _, before = mixed_trial
+    after = digits_bench.base_model.get_weights()
+    assert len(before) == len(after)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_remeasuring_the_file_gives_the_same_metrics(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+    _, output, _ = mixed_trial
+    again = digits_bench.measure(output.tflite).metrics
+    assert again.accuracy == output.metrics.accuracy
+    assert again.size_bytes == len(output.tflite) == output.metrics.size_bytes
+    assert output.metrics.compression_ratio == pytest.approx(digits_bench.reference.size_bytes / len(output.tflite))
+    # Accuracy measured independently of litesweep's own helper: one sample at a time.
+    interpreter = litert.Interpreter(model_content=output.tflite, num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    hits = 0
+    for x, y in zip(digits_bench.data.x_test, digits_bench.data.y_test):
+        interpreter.set_tensor(inp["index"], x[None].astype(np.float32))
+        interpreter.invoke()
+        hits += int(np.argmax(interpreter.get_tensor(out["index"])) == y)
+    assert abs(hits / len(digits_bench.data.y_test) - output.metrics.accuracy) <= 0.01
+
+
+def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+    _, output, _ = mixed_trial
+    m = output.metrics
+    assert 0.5 < m.accuracy <= 1.0
+    assert m.accuracy_drop == pytest.approx((digits_bench.reference.accuracy - m.accuracy) * 100)
+    assert 0 < m.size_gzip_bytes < m.size_bytes < digits_bench.reference.size_bytes
+    assert m.latency_ms > 0
+    assert output.measurement.latency_runs >= 50
+    assert output.measurement.delegate in ("xnnpack", "builtin")
+    assert set(output.timings) == {"prepare", "finetune", "convert", "evaluate"}
+
+
+def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # noqa: ANN001
+    from objectives.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'conv9' is not a compressible layer"):
+        digits_bench.check(Policy({"conv9": LayerPolicy(8, 0.0)}))

@@ -1,0 +1,50 @@
+"""Bad command lines: one-line error naming the value, exit code 2, nothing written to the stores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = [
+    ("study.foo=1", "unknown config key 'study.foo'"),
+    ("space.bits=[3,8]", "space.bits entry = 3 is not supported; accepted bit widths: [2, 4, 8, 32]"),
+    ("space.bits=[4,16]", "space.bits entry = 16"),
+    ("space.sparsity.high=1.0", "space.sparsity.high = 1.0 is out of range"),
+    ("space.sparsity.high=1.5", "space.sparsity.high = 1.5"),
+    ("space.distill.temperature.low=0", "space.distill.temperature.low = 0.0 must be a positive number"),
+    ("space.distill.temperature.low=-2", "space.distill.temperature.low = -2.0"),
+    ("study.sampler=cmaes", "study.sampler = 'cmaes' is not supported; accepted: ['tpe', 'nsgaii', 'random', 'gp']"),
+    ("study.n_trials=abc", "bad value for config key 'study.n_trials'"),
+    ("study.n_trials=0", "study.n_trials = 0 must be an integer >= 1"),
+    ("space=nope", "config group option 'space/nope' not found; accepted: bits_only, default, prune_only"),
+    ("study.objectives=[accuracy,speed]", "study.objectives entry = 'speed' is not supported"),
+    ("study.directions=[maximize,up,minimize]", "study.directions entry = 'up' is not supported"),
+    ("study.directions=[maximize]", "study.objectives has 3 entries but study.directions has 1"),
+    ("finetune.qat_epochs=0", "finetune.qat_epochs = 0 must be an integer >= 1"),
+    ("data.source=imagenet", "data.source = 'imagenet' is not supported"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_override_fails_in_one_line_and_writes_nothing(override: str, message: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", override, f"paths.output_dir={out}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("litesweep: error: "), proc.stderr
+    assert message in lines[0]
+    assert not out.exists(), "a rejected command line must not create the output directory or stores"
+
+
+def test_console_script_composes_the_config(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "litesweep"
+    proc = subprocess.run([str(script), "--cfg", "job", "study.n_trials=20", "study.sampler=nsgaii", "space=bits_only",
+                           f"paths.output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "n_trials: 20" in proc.stdout and "sampler: nsgaii" in proc.stdout and "name: bits_only" in proc.stdout

@@ -1,0 +1,122 @@
+"""A real sweep end to end, asserted against the Optuna storage, the MLflow store and the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from objectives.metrics import METRIC_NAMES
+from search.app import SweepResult, run
+from search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+from tests.conftest import QUICK_OVERRIDES, compose_quick
+
+N_TRIALS = 3
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepResult]:
+    out = tmp_path_factory.mktemp("sweep")
+    return out, run(compose_quick(out, f"study.n_trials={N_TRIALS}", "study.sampler=random"))
+
+
+def _client(result: SweepResult) -> MlflowClient:
+    return MlflowClient(tracking_uri=result.tracking_uri)
+
+
+def _trial_runs(result: SweepResult) -> list:
+    return _client(result).search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial'")
+
+
+def test_optuna_storage_holds_the_finished_trials(sweep) -> None:  # noqa: ANN001
+    out, result = sweep
+    assert Path(result.storage) == out / "mlruns" / "optuna.journal"
+    study = optuna.load_study(study_name=result.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(result.storage)))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == N_TRIALS == result.n_finished
+    assert all(len(t.values) == 3 for t in complete)
+    assert {t.number for t in study.best_trials} == set(result.front_trial_numbers)
+
+
+def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -> None:  # noqa: ANN001
+    _, result = sweep
+    client = _client(result)
+    parents = client.search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'study'")
+    assert [p.info.run_id for p in parents] == [result.parent_run_id]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["reference.accuracy"] == pytest.approx(result.reference["accuracy"])
+    assert "litesweep.version.tensorflow" in parent.data.tags
+    assert parent.data.params["study.n_trials"] == str(N_TRIALS)
+    parent_files = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"config.yaml", "search_space.json", "reference.json", "model_float32.tflite"} <= parent_files
+
+    runs = _trial_runs(result)
+    assert len(runs) == N_TRIALS
+    study = optuna.load_study(study_name=result.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(result.storage)))
+    by_number = {t.number: t for t in study.trials}
+    front = set(result.front_trial_numbers)
+    for r in runs:
+        assert r.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert r.info.status == "FINISHED"
+        number = int(r.data.tags[TAG_TRIAL])
+        assert by_number[number].user_attrs["mlflow_run_id"] == r.info.run_id
+        assert r.data.tags[TAG_PARETO] == ("true" if number in front else "false")
+        assert set(METRIC_NAMES) <= set(r.data.metrics)
+        for i, metric in enumerate(("accuracy", "size_bytes", "latency_ms")):
+            assert r.data.metrics[metric] == pytest.approx(by_number[number].values[i])
+        assert {k for k in r.data.params if k.startswith("bits.")} == {"bits.conv1", "bits.fc1", "bits.logits"}
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"model.tflite", "policy.json"}
+
+
+def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path) -> None:  # noqa: ANN001
+    from objectives.data import load_dataset
+    from objectives.measure import accuracy
+
+    _, result = sweep
+    client = _client(result)
+    run_ = _trial_runs(result)[0]
+    local = Path(client.download_artifacts(run_.info.run_id, "model.tflite", str(tmp_path)))
+    policy = json.loads(Path(client.download_artifacts(run_.info.run_id, "policy.json", str(tmp_path))).read_text())
+    assert {f"bits.{k}": str(v["bits"]) for k, v in policy["layers"].items()} == {
+        k: v for k, v in run_.data.params.items() if k.startswith("bits.")}
+    tflite = local.read_bytes()
+    assert len(tflite) == run_.data.metrics["size_bytes"]
+    data = load_dataset("digits", name="digits", val_fraction=0.15, test_fraction=0.25, seed=0)
+    acc, _ = accuracy(tflite, data.x_test, data.y_test)
+    assert acc == run_.data.metrics["accuracy"]
+
+
+def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:  # noqa: ANN001
+    out, result = sweep
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={out}",
+         f"study.n_trials={N_TRIALS}", "study.sampler=random", f"hydra.run.dir={out}/hydra"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pareto front of study" in proc.stdout
+    assert len(_trial_runs(result)) == N_TRIALS
+    client = _client(result)
+    assert len(client.search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'study'")) == 1
+    study = optuna.load_study(study_name=result.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(result.storage)))
+    assert len(study.trials) == N_TRIALS
+
+
+def test_raising_n_trials_resumes_the_same_study(sweep) -> None:  # noqa: ANN001
+    out, result = sweep
+    more = run(compose_quick(out, f"study.n_trials={N_TRIALS + 1}", "study.sampler=random"))
+    assert more.parent_run_id == result.parent_run_id
+    assert more.n_finished == N_TRIALS + 1
+    runs = _trial_runs(result)
+    assert sorted(int(r.data.tags[TAG_TRIAL]) for r in runs) == list(range(N_TRIALS + 1))
+    front = set(more.front_trial_numbers)
+    assert {int(r.data.tags[TAG_TRIAL]) for r in runs if r.data.tags[TAG_PARETO] == "true"} == front
