@@ -17,3 +17,15 @@ class DataError(LitesweepError, ValueError):
 
 class ModelError(LitesweepError, ValueError):
     """The base model cannot be loaded, built or compressed."""
+
+
+class HopelessTrial(Exception):
+    """A trial stopped early: its validation accuracy after the first fine-tuning epoch is below the floor.
+
+    Not a ``LitesweepError``: the search records it as a pruned trial and goes on.
+    """
+
+    def __init__(self, val_accuracy: float, floor: float) -> None:
+        super().__init__(f"validation accuracy {val_accuracy:.4f} after the first fine-tuning epoch is below the floor {floor:.4f}")
+        self.val_accuracy = val_accuracy
+        self.floor = floor

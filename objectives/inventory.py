@@ -6,9 +6,15 @@ import dataclasses
 
 from objectives.compat import keras
 
-#: Layer classes each technique supports. Prune and QAT both work on weight kernels.
+TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "width")
 _WEIGHTED: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-TECHNIQUES: dict[str, tuple[type, ...]] = {"quantize": _WEIGHTED, "prune": _WEIGHTED}
+#: Layer classes each technique supports (a narrower DepthwiseConv2D follows its input instead).
+_SUPPORTED: dict[str, tuple[type, ...]] = {
+    "quantize": _WEIGHTED,
+    "prune": _WEIGHTED,
+    "cluster": _WEIGHTED,
+    "width": (keras.layers.Conv2D, keras.layers.Dense),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,22 +25,37 @@ class LayerInfo:
         name: the Keras layer name (the key of ``Policy.layers``).
         kind: the layer class name.
         kernel_params: number of kernel weights (what bits and sparsity act on).
+        input_channels: size of the kernel's input axis (2:4 sparsity needs a multiple of 4).
         techniques: techniques that support this layer.
     """
 
     name: str
     kind: str
     kernel_params: int
+    input_channels: int
     techniques: tuple[str, ...]
+
+    @property
+    def supports_2_by_4(self) -> bool:
+        """Whether 2:4 sparsity fits the kernel (blocks of four along the input axis)."""
+        return "prune" in self.techniques and self.input_channels % 4 == 0
 
 
 def compressible_layers(model: keras.Model) -> list[LayerInfo]:
-    """List the model's layers that at least one technique supports, in model order."""
+    """List the model's layers that at least one technique supports, in model order.
+
+    Layers no technique supports (custom or unusual layers) are simply left float.
+    """
     found = []
     for layer in model.layers:
-        techniques = tuple(t for t, kinds in TECHNIQUES.items() if isinstance(layer, kinds))
-        if not techniques:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            techniques = tuple(t for t in TECHNIQUES if t != "width")
+            kernel = layer.depthwise_kernel
+        elif type(layer) in (keras.layers.Conv2D, keras.layers.Dense):
+            techniques = TECHNIQUES
+            kernel = layer.kernel
+        else:
             continue
-        kernel = getattr(layer, "depthwise_kernel", None) if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
-        found.append(LayerInfo(layer.name, type(layer).__name__, int(kernel.shape.num_elements()), techniques))
+        found.append(LayerInfo(layer.name, type(layer).__name__, int(kernel.shape.num_elements()),
+                               int(kernel.shape[-2]), techniques))
     return found

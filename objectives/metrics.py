@@ -16,6 +16,9 @@ class Metrics:
         size_gzip_bytes: file size after gzip -9 (what sparsity and clustering save in transfer).
         latency_ms: median single-sample latency by the fixed protocol.
         compression_ratio: float32 reference bytes / ``size_bytes``.
+        ideal_bytes: sum over weights of non-zero count x bit width / 8 (biases at 32 bits).
+        macs: multiply-accumulates of one inference.
+        bitops: sum over layers of MACs x weight bits x activation bits.
     """
 
     accuracy: float
@@ -24,6 +27,9 @@ class Metrics:
     size_gzip_bytes: int
     latency_ms: float
     compression_ratio: float
+    ideal_bytes: float = 0.0
+    macs: int = 0
+    bitops: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Metric name → value."""

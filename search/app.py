@@ -34,6 +34,8 @@ class SweepResult:
     n_finished: int
     front_trial_numbers: list[int]
     reference: dict[str, float]
+    presets: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    presets_dominated: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -47,6 +49,41 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
+    """Load the data, train or load the base model, and build the per-process Workbench.
+
+    Returns:
+        The workbench and a description of the base model's training.
+    """
+    from objectives.data import load_dataset
+    from objectives.measure import LatencyProtocol
+    from objectives.models import CnnSpec, train_or_load
+    from objectives.pipeline import FineTuneSettings, Workbench
+
+    data = load_dataset(cfg.data.source, name=cfg.data.name, val_fraction=cfg.data.val_fraction,
+                        test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
+    spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"})
+    model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
+    log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
+    lat = cfg.latency
+    backend = None
+    if lat.backend == "command":
+        from objectives.latency_command import CommandLatency
+
+        device = CommandLatency(command=lat.command, pattern=lat.pattern, unit=lat.unit, threads=lat.threads,
+                                timeout_s=lat.timeout_s, cache_dir=lat.cache_dir)
+        device.validate()
+
+        def backend(tflite: bytes) -> tuple[float, str]:
+            result = device.measure(tflite)
+            return result.latency_ms, "command (cached)" if result.cached else "command"
+
+    bench = Workbench(model, data, FineTuneSettings(**OmegaConf.to_container(cfg.finetune)),
+                      LatencyProtocol(lat.threads, lat.warmup, lat.min_runs, lat.max_runs, lat.max_seconds),
+                      latency_backend=backend)
+    return bench, training
+
+
 def run(cfg: DictConfig) -> SweepResult:
     """Run (or resume) the sweep ``cfg`` describes.
 
@@ -58,29 +95,21 @@ def run(cfg: DictConfig) -> SweepResult:
     from search.tracking import check_reachable
 
     check_reachable(cfg.tracking.uri)
-
-    # TensorFlow is imported only now, after every cheap check has passed.
-    from objectives.data import load_dataset
-    from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, train_or_load
-    from objectives.pipeline import FineTuneSettings, Workbench
     from tqdm.auto import tqdm
 
-    from search import pareto
+    from search import baselines, pareto, sensitivity
     from search.space import SearchSpace
     from search.study import TrialRunner, count_finished, dump_space, open_study, run_trials
     from search.tracking import Tracker, dumps
 
-    data = load_dataset(cfg.data.source, name=cfg.data.name, val_fraction=cfg.data.val_fraction,
-                        test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
-    spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"})
-    model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
-    log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
-    lat = cfg.latency
-    bench = Workbench(model, data, FineTuneSettings(**OmegaConf.to_container(cfg.finetune)),
-                      LatencyProtocol(lat.threads, lat.warmup, lat.min_runs, lat.max_runs, lat.max_seconds))
-    space = SearchSpace.from_config(cfg.space, [info.name for info in bench.layers])
+    # TensorFlow is imported only now, after every cheap check has passed.
+    bench, training = build_workbench(cfg)
+    space = SearchSpace.from_config(
+        cfg.space, [info.name for info in bench.layers],
+        no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4], full_width=[bench.output_layer],
+    )
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
+    constraints = dict(cfg.study.constraints or {})
     study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions)
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
@@ -103,43 +132,58 @@ def run(cfg: DictConfig) -> SweepResult:
     log.info("study '%s' %s: %d/%d trials finished; parent run %s", study.study_name,
              "resumed" if resumed else "created", count_finished(study), cfg.study.n_trials, parent_id)
 
-    runner = TrialRunner(study, space, bench, tracker, directions)
-    bar = tqdm(total=cfg.study.n_trials, initial=min(count_finished(study), cfg.study.n_trials), desc="trials",
-               unit="trial", disable=not cfg.progress, file=sys.stdout)
-
-    def on_trial_end(state: Any, finished: int) -> None:
-        front = pareto.front(study)
-        tracker.update_pareto(pareto.front_run_ids(front))
-        bar.n = min(finished, cfg.study.n_trials)
-        bar.set_postfix(front=len(front), last=state.name)
-        bar.refresh()
-
     status = "FAILED"
+    bar = None
     try:
-        on_trial_end_state = None
-        if count_finished(study) >= cfg.study.n_trials:
-            on_trial_end_state = "already complete"
+        presets = baselines.measure_presets(bench, tracker, study.study_name) if cfg.study.presets else {}
+        if cfg.sensitivity.enabled:
+            drops = sensitivity.measure_sensitivity(bench, space, study)
+            sensitivity.log_report(tracker, drops)
+            log.info("sensitivity (accuracy drop, points): %s", {k: round(v, 2) for k, v in drops.items()})
+            if cfg.sensitivity.use == "narrow":
+                space = sensitivity.narrow(space, drops, cfg.sensitivity.insensitive_drop, cfg.sensitivity.sensitive_drop)
+                tracker.log_study_files({"search_space_narrowed.json": dump_space(space)})
+            elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
+                study.enqueue_trial(sensitivity.seed_params(space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
+
+        runner = TrialRunner(study, space, bench, tracker, directions, constraints)
+        bar = tqdm(total=cfg.study.n_trials, initial=min(count_finished(study), cfg.study.n_trials), desc="trials",
+                   unit="trial", disable=not cfg.progress, file=sys.stdout)
+
+        def on_trial_end(state: Any, finished: int) -> None:
+            front = pareto.front(study)
+            tracker.update_pareto(pareto.front_run_ids(front))
+            bar.n = min(finished, cfg.study.n_trials)
+            bar.set_postfix(front=len(front), last=state.name)
+            bar.refresh()
+
         run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, on_trial_end)
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
-        tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front)})
+        dominated = baselines.dominance(presets, front)
+        tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front),
+                                   "presets_dominated": sum(v is not None for v in dominated.values())})
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         tracker.close_study_run(status)
-    if on_trial_end_state:
-        log.info("study '%s' already holds %d finished trials: nothing to run", study.study_name, count_finished(study))
-    print(f"\nPareto front of study '{study.study_name}' ({count_finished(study)} finished trials, "
-          f"directions {directions}):")
-    print(pareto.format_table(front, reference))
+    n_finished = count_finished(study)
+    feasible = "" if not constraints else f", constraints {constraints}"
+    print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}):")
+    print(pareto.format_table(front, reference, presets))
+    if presets:
+        print("\nPresets dominated on (accuracy, size_bytes) by a front trial: "
+              + ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in dominated.items()))
     print(f"\nBrowse it: mlflow ui --backend-store-uri '{cfg.tracking.uri}' --host 127.0.0.1 --port 5000")
     return SweepResult(
         study_name=study.study_name, storage=str(cfg.study.storage), tracking_uri=cfg.tracking.uri,
-        experiment_id=tracker.experiment_id, parent_run_id=parent_id, n_finished=count_finished(study),
-        front_trial_numbers=[t.number for t in front], reference=reference,
+        experiment_id=tracker.experiment_id, parent_run_id=parent_id, n_finished=n_finished,
+        front_trial_numbers=[t.number for t in front], reference=reference, presets=presets,
+        presets_dominated=dominated,
     )
 
 

@@ -7,18 +7,33 @@ Value ranges (bit widths, sparsity, temperatures...) are checked by ``validate``
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from objectives.errors import ConfigError
-from objectives.policy import check_bits, check_sparsity, check_temperature, check_unit_interval
+from objectives.policy import (
+    ACTIVATION_BITS,
+    MIN_WIDTH,
+    PTQ_MODES,
+    STRUCTURES,
+    check_bits,
+    check_choice,
+    check_clusters,
+    check_sparsity,
+    check_temperature,
+    check_unit_interval,
+)
 
+LATENCY_BACKENDS = ("local", "command")
 SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")
 DATA_SOURCES = ("mnist5k", "digits")
-METHODS = ("qat",)
+METHODS = ("qat", "ptq", "mixed")
+TECHNIQUES = ("quantize", "prune", "cluster", "distill", "width")
+SENSITIVITY_USES = ("report", "narrow", "seed")
 
 
 @dataclasses.dataclass
@@ -69,10 +84,15 @@ class RangeConfig:
 
 @dataclasses.dataclass
 class LayerSpaceConfig:
-    """Per-layer override of the space: ``null`` keeps the space-wide choice."""
+    """Per-layer (or per-group) override of the space: a missing key keeps the space-wide choice."""
 
     bits: Optional[list[int]] = None
+    act_bits: Optional[list[int]] = None
+    ptq_modes: Optional[list[str]] = None
     sparsity: Optional[RangeConfig] = None
+    structures: Optional[list[str]] = None
+    clusters: Optional[list[int]] = None
+    width: Optional[RangeConfig] = None
 
 
 @dataclasses.dataclass
@@ -85,31 +105,42 @@ class DistillSpaceConfig:
 
 @dataclasses.dataclass
 class SpaceConfig:
-    """The search space: choices for every compressible layer, plus per-layer overrides by layer name."""
+    """The search space: choices for every compressible layer (or group), plus per-layer overrides."""
 
     name: str = MISSING
     method: str = "qat"
+    techniques: list[str] = dataclasses.field(default_factory=lambda: ["quantize", "prune", "distill"])
     bits: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 32])
+    act_bits: list[int] = dataclasses.field(default_factory=lambda: [8])
+    ptq_modes: list[str] = dataclasses.field(default_factory=lambda: ["dynamic"])
     sparsity: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(0.0, 0.9, 0.05))
+    structures: list[str] = dataclasses.field(default_factory=lambda: ["unstructured"])
+    clusters: list[int] = dataclasses.field(default_factory=lambda: [0])
+    width: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(1.0, 1.0))
     distill: DistillSpaceConfig = dataclasses.field(default_factory=DistillSpaceConfig)
-    # layer name -> {bits: [...], sparsity: {low, high, step}}; untyped so `+space.layers.fc1={bits:[8]}` works
+    # group name -> regular expression over layer names; a group shares one set of parameters.
+    groups: Any = None
+    # layer or group name -> LayerSpaceConfig keys; untyped so `+space.layers.fc1={bits:[8]}` works
     # from the command line; checked by `validate` against LayerSpaceConfig's fields.
     layers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class FineTuneConfig:
-    """How each trial fine-tunes (pruning epochs, then QAT epochs)."""
+    """How each trial fine-tunes (pruning, clustering, then QAT), distilled from the base model."""
 
     prune_epochs: int = 2
+    cluster_epochs: int = 1
     qat_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 5e-4
+    min_val_accuracy: float = 0.0
+    calibration_samples: int = 128
 
 
 @dataclasses.dataclass
 class LatencyConfig:
-    """The latency protocol (single-sample invocations, median after warm-up)."""
+    """How latency is measured: locally (interpreter) or by a command that runs the model on a device."""
 
     backend: str = "local"
     threads: int = 1
@@ -117,6 +148,25 @@ class LatencyConfig:
     min_runs: int = 50
     max_runs: int = 500
     max_seconds: float = 1.0
+    command: Optional[str] = None
+    pattern: Optional[str] = None
+    unit: str = "us"
+    timeout_s: float = 300.0
+    cache_dir: str = "${paths.cache_dir}/latency"
+
+
+@dataclasses.dataclass
+class SensitivityConfig:
+    """Optional first pass: degrade one layer at a time and record its accuracy drop.
+
+    ``use``: ``report`` only logs it; ``narrow`` freezes insensitive layers at the most compressed
+    choice and keeps sensitive ones away from it; ``seed`` enqueues a first trial built from it.
+    """
+
+    enabled: bool = False
+    use: str = "report"
+    insensitive_drop: float = 0.5
+    sensitive_drop: float = 3.0
 
 
 @dataclasses.dataclass
@@ -131,6 +181,10 @@ class StudyConfig:
     directions: list[str] = dataclasses.field(default_factory=lambda: ["maximize", "minimize", "minimize"])
     storage: str = "${paths.store_dir}/optuna.journal"
     max_consecutive_failures: int = 5
+    # metric name -> upper bound (e.g. {accuracy_drop: 1.0, size_bytes: 60000}); infeasible trials are
+    # kept and marked, and the front is made of feasible trials only.
+    constraints: Any = None
+    presets: bool = True
 
 
 @dataclasses.dataclass
@@ -154,6 +208,7 @@ class LitesweepConfig:
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    sensitivity: SensitivityConfig = dataclasses.field(default_factory=SensitivityConfig)
     progress: bool = True
 
 
@@ -177,6 +232,46 @@ def _check_range(rng: Any, key: str, check: Any) -> None:
         raise ConfigError(f"{key}.step = {rng.step!r} must be > 0 (or null)")
 
 
+def _check_list(values: Any, accepted: tuple[Any, ...], key: str) -> None:
+    if not values:
+        raise ConfigError(f"{key} is empty; accepted: a non-empty list from {list(accepted)}")
+    for value in values:
+        check_choice(value, accepted, f"{key} entry")
+
+
+def _check_space_entry(node: Any, key: str) -> None:
+    """Checks shared by the space itself and its per-layer overrides (only keys present are checked)."""
+    if node.get("bits") is not None:
+        if not node["bits"]:
+            raise ConfigError(f"{key}.bits is empty; accepted: a non-empty list of bit widths")
+        for b in node["bits"]:
+            check_bits(b, f"{key}.bits entry")
+    if node.get("act_bits") is not None:
+        _check_list(node["act_bits"], ACTIVATION_BITS, f"{key}.act_bits")
+    if node.get("ptq_modes") is not None:
+        _check_list(node["ptq_modes"], PTQ_MODES, f"{key}.ptq_modes")
+    if node.get("structures") is not None:
+        _check_list(node["structures"], STRUCTURES, f"{key}.structures")
+    if node.get("clusters") is not None:
+        if not node["clusters"]:
+            raise ConfigError(f"{key}.clusters is empty; accepted: a list of 0 (off) or integers >= 2")
+        for k in node["clusters"]:
+            check_clusters(k, f"{key}.clusters entry")
+    for name, check in (("sparsity", check_sparsity), ("width", _check_width)):
+        rng = node.get(name)
+        if rng is None:
+            continue
+        range_keys = {f.name for f in dataclasses.fields(RangeConfig)}
+        if not hasattr(rng, "items") or set(rng) - range_keys or not {"low", "high"} <= set(rng):
+            raise ConfigError(f"{key}.{name} = {rng!r} is not accepted; accepted: {{low, high, step, log}}")
+        _check_range(RangeConfig(**rng), f"{key}.{name}", check)
+
+
+def _check_width(value: Any, what: str) -> None:
+    if not isinstance(value, (int, float)) or not MIN_WIDTH <= value <= 1.0:
+        raise ConfigError(f"{what} = {value!r} is out of range; accepted: {MIN_WIDTH} <= width <= 1.0")
+
+
 def validate(cfg: Any) -> None:
     """Check every value range of a composed config; raise ``ConfigError`` naming the first bad value.
 
@@ -187,7 +282,17 @@ def validate(cfg: Any) -> None:
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
     _check_choice(cfg.space.method, METHODS, "space.method")
-    _check_choice(cfg.latency.backend, ("local",), "latency.backend")
+    _check_choice(cfg.latency.backend, LATENCY_BACKENDS, "latency.backend")
+    if cfg.latency.backend == "command" and (not cfg.latency.command or not cfg.latency.pattern):
+        raise ConfigError("latency.backend = 'command' needs latency.command (with {model}) and latency.pattern")
+    _check_list(cfg.space.techniques, TECHNIQUES, "space.techniques")
+    _check_choice(cfg.sensitivity.use, SENSITIVITY_USES, "sensitivity.use")
+    if cfg.study.constraints is not None and not hasattr(cfg.study.constraints, "items"):
+        raise ConfigError(f"study.constraints = {cfg.study.constraints!r} is not accepted; accepted: a mapping of metric to upper bound, or null")
+    for metric, bound in (cfg.study.constraints or {}).items():
+        _check_choice(metric, METRIC_NAMES, "study.constraints key")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+            raise ConfigError(f"study.constraints.{metric} = {bound!r} must be a number (an upper bound)")
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
     if not cfg.study.objectives:
@@ -202,26 +307,32 @@ def validate(cfg: Any) -> None:
         )
     if len(set(cfg.study.objectives)) != len(cfg.study.objectives):
         raise ConfigError(f"study.objectives = {list(cfg.study.objectives)} repeats a metric; accepted: each metric once")
-    if not cfg.space.bits:
-        raise ConfigError("space.bits is empty; accepted: a non-empty list of bit widths")
-    for b in cfg.space.bits:
-        check_bits(b, "space.bits entry")
-    _check_range(cfg.space.sparsity, "space.sparsity", check_sparsity)
+    _check_space_entry(cfg.space, "space")
+    if cfg.space.method == "qat":
+        for key, node in [("space", cfg.space), *((f"space.layers.{n}", l) for n, l in cfg.space.layers.items())]:
+            if 16 in (node.get("bits") or []):
+                raise ConfigError(f"{key}.bits entry = 16 (float16) needs space.method ptq or mixed; accepted with qat: [2, 4, 8, 32]")
+            if 16 in (node.get("act_bits") or []):
+                raise ConfigError(f"{key}.act_bits entry = 16 (16x8) needs space.method ptq or mixed; accepted with qat: [8]")
+    if cfg.space.method == "ptq":
+        for technique in ("prune", "cluster", "width"):
+            if technique in cfg.space.techniques:
+                raise ConfigError(f"space.techniques entry = '{technique}' needs training; accepted with space.method=ptq: ['quantize']")
     _check_range(cfg.space.distill.temperature, "space.distill.temperature", check_temperature)
     _check_range(cfg.space.distill.weight, "space.distill.weight", check_unit_interval)
     layer_keys = {f.name for f in dataclasses.fields(LayerSpaceConfig)}
-    range_keys = {f.name for f in dataclasses.fields(RangeConfig)}
     for name, layer in cfg.space.layers.items():
         if not hasattr(layer, "items") or set(layer) - layer_keys:
             raise ConfigError(f"space.layers.{name} = {layer!r} is not accepted; accepted keys: {sorted(layer_keys)}")
-        for b in layer.get("bits") or []:
-            check_bits(b, f"space.layers.{name}.bits entry")
-        sparsity = layer.get("sparsity")
-        if sparsity is not None:
-            if not hasattr(sparsity, "items") or set(sparsity) - range_keys or not {"low", "high"} <= set(sparsity):
-                raise ConfigError(f"space.layers.{name}.sparsity = {sparsity!r} is not accepted; accepted: {{low, high, step, log}}")
-            _check_range(RangeConfig(**sparsity), f"space.layers.{name}.sparsity", check_sparsity)
-    for key in ("prune_epochs", "qat_epochs", "batch_size"):
+        _check_space_entry(layer, f"space.layers.{name}")
+    if cfg.space.groups is not None and not hasattr(cfg.space.groups, "items"):
+        raise ConfigError(f"space.groups = {cfg.space.groups!r} is not accepted; accepted: a mapping of group name to regex, or null")
+    for group, pattern in (cfg.space.groups or {}).items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"space.groups.{group} = {pattern!r} is not a valid regular expression ({exc})") from exc
+    for key in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
         if cfg.finetune[key] < 1:
             raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} must be an integer >= 1")
     if cfg.finetune.learning_rate <= 0:

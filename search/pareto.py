@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import optuna
 
@@ -10,7 +10,7 @@ from objectives.metrics import METRIC_NAMES
 
 RUN_ID_ATTR = "mlflow_run_id"
 METRICS_ATTR = "metrics"
-TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms")
+TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms", "ideal_bytes")
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -25,12 +25,18 @@ def front_run_ids(trials: Sequence[optuna.trial.FrozenTrial]) -> list[str]:
     return [t.user_attrs[RUN_ID_ATTR] for t in trials if RUN_ID_ATTR in t.user_attrs]
 
 
-def format_table(trials: Sequence[optuna.trial.FrozenTrial], reference: dict[str, float] | None = None) -> str:
-    """A plain-text table of trials' metrics, smallest file first, with the float reference on top."""
+def format_table(
+    trials: Sequence[optuna.trial.FrozenTrial],
+    reference: Mapping[str, float] | None = None,
+    presets: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    """A plain-text table of trials' metrics, smallest file first, below the float reference and presets."""
     header = ("trial", *TABLE_COLUMNS, "mlflow run")
     rows = []
     if reference:
         rows.append(("float32", *(_fmt(c, reference.get(c)) for c in TABLE_COLUMNS), "(reference)"))
+    for name, metrics in (presets or {}).items():
+        rows.append((name, *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), "(preset)"))
     for t in sorted(trials, key=lambda t: t.user_attrs.get(METRICS_ATTR, {}).get("size_bytes", 0)):
         metrics = t.user_attrs.get(METRICS_ATTR, {})
         rows.append((str(t.number), *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), t.user_attrs.get(RUN_ID_ATTR, "-")))
@@ -43,7 +49,7 @@ def format_table(trials: Sequence[optuna.trial.FrozenTrial], reference: dict[str
 def _fmt(column: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if column in ("size_bytes", "size_gzip_bytes"):
+    if column in ("size_bytes", "size_gzip_bytes", "ideal_bytes"):
         return f"{int(value):,}"
     if column == "accuracy":
         return f"{value:.4f}"

@@ -1,13 +1,15 @@
 """The search space: generated from the space config and the model's compressible layers; samples ``Policy``.
 
-Parameter names are the policy's flat names (``bits.conv1``, ``sparsity.fc1``, ``distill.temperature``),
-the same in Optuna, MLflow params and ``policy.json``.
+Each *unit* is a layer, or a group of layers matched by a name pattern (``space.groups``) that shares
+one set of parameters. Parameter names are ``<setting>.<unit>`` (``bits.conv1``, ``sparsity.dense``,
+``distill.temperature``) in Optuna and in the MLflow params.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -38,54 +40,156 @@ class FloatRange:
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
+def _categorical(trial: optuna.Trial, name: str, choices: Sequence[Any]) -> Any:
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+
 @dataclasses.dataclass(frozen=True)
-class LayerSpace:
-    """The choices for one compressible layer."""
+class UnitSpace:
+    """The choices for one layer or one group of layers."""
 
     name: str
+    layers: tuple[str, ...]
     bits: tuple[int, ...]
-    sparsity: FloatRange
+    act_bits: tuple[int, ...] = (8,)
+    ptq_modes: tuple[str, ...] = ("dynamic",)
+    sparsity: FloatRange = FloatRange(0.0, 0.0)
+    structures: tuple[str, ...] = ("unstructured",)
+    clusters: tuple[int, ...] = (0,)
+    width: FloatRange = FloatRange(1.0, 1.0)
+
+    def sample(self, trial: optuna.Trial, method: str) -> LayerPolicy:
+        """Suggest this unit's settings; conditional settings are sampled only where they matter."""
+        n = self.name
+        bits = int(_categorical(trial, f"bits.{n}", self.bits))
+        ptq_mode, act_bits = "dynamic", 8
+        if method != "qat" and bits <= 8:
+            ptq_mode = _categorical(trial, f"ptq_mode.{n}", self.ptq_modes)
+            if ptq_mode == "static" and bits == 8:
+                act_bits = int(_categorical(trial, f"act_bits.{n}", self.act_bits))
+        structure = _categorical(trial, f"structure.{n}", self.structures)
+        sparsity = 0.0 if structure == "2:4" else self.sparsity.sample(trial, f"sparsity.{n}")
+        clusters = int(_categorical(trial, f"clusters.{n}", self.clusters))
+        width = self.width.sample(trial, f"width.{n}")
+        return LayerPolicy(bits=bits, act_bits=act_bits, sparsity=sparsity, structure=structure,
+                           clusters=clusters, width=width, ptq_mode=ptq_mode)
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """One entry per compressible layer, plus distillation."""
+    """One unit per compressible layer or group, distillation and the method."""
 
-    layers: tuple[LayerSpace, ...]
+    method: str
+    units: tuple[UnitSpace, ...]
     temperature: FloatRange
     distill_weight: FloatRange
 
+    @property
+    def layer_names(self) -> list[str]:
+        """Every layer the space covers, in model order of the units."""
+        return [layer for unit in self.units for layer in unit.layers]
+
     @classmethod
-    def from_config(cls, space: Any, layer_names: Sequence[str]) -> SearchSpace:
-        """Expand the space config over ``layer_names``; per-layer overrides must name existing layers.
+    def from_config(
+        cls,
+        space: Any,
+        layer_names: Sequence[str],
+        *,
+        no_2_by_4: Sequence[str] = (),
+        full_width: Sequence[str] = (),
+    ) -> SearchSpace:
+        """Expand the space config over the model's layers.
+
+        Args:
+            space: the ``space`` config node.
+            layer_names: compressible layers of the model, in order.
+            no_2_by_4: layers whose kernel cannot hold 2:4 sparsity (input axis not a multiple of 4).
+            full_width: layers that must keep all their units (the output layer).
 
         Raises:
-            ConfigError: an override names a layer the model does not have.
+            ConfigError: a group pattern matches no layer, a layer is in two groups, or an override
+                names neither a layer nor a group.
         """
-        unknown = sorted(set(space.layers) - set(layer_names))
-        if unknown:
-            raise ConfigError(f"space.layers names {unknown}, which the model does not have; accepted: {list(layer_names)}")
-        layers = []
+        techniques = set(space.techniques)
+        groups: dict[str, list[str]] = {}
+        owner: dict[str, str] = {}
+        for group, pattern in (space.groups or {}).items():
+            members = [name for name in layer_names if re.fullmatch(pattern, name)]
+            if not members:
+                raise ConfigError(f"space.groups.{group} = {pattern!r} matches no layer; accepted layer names: {list(layer_names)}")
+            for name in members:
+                if name in owner:
+                    raise ConfigError(f"layer '{name}' is matched by space.groups.{owner[name]} and space.groups.{group}; accepted: one group a layer")
+                owner[name] = group
+            groups[group] = members
+        unit_names: list[tuple[str, tuple[str, ...]]] = []
         for name in layer_names:
-            override = space.layers.get(name) or {}
-            bits = override.get("bits") or space.bits
-            sparsity = override.get("sparsity") or space.sparsity
-            layers.append(LayerSpace(name, tuple(int(b) for b in bits), FloatRange.from_config(sparsity)))
-        return cls(tuple(layers), FloatRange.from_config(space.distill.temperature), FloatRange.from_config(space.distill.weight))
+            if name not in owner:
+                unit_names.append((name, (name,)))
+            elif owner[name] not in [u for u, _ in unit_names]:
+                unit_names.append((owner[name], tuple(groups[owner[name]])))
+        unknown = sorted(set(space.layers) - {u for u, _ in unit_names})
+        if unknown:
+            accepted = [u for u, _ in unit_names]
+            raise ConfigError(f"space.layers names {unknown}, which the model does not have; accepted: {accepted}")
+        units = [cls._unit(space, name, members, techniques, no_2_by_4, full_width) for name, members in unit_names]
+        distill = "distill" in techniques
+        return cls(
+            method=str(space.method),
+            units=tuple(units),
+            temperature=FloatRange.from_config(space.distill.temperature) if distill else FloatRange(1.0, 1.0),
+            distill_weight=FloatRange.from_config(space.distill.weight) if distill else FloatRange(0.0, 0.0),
+        )
+
+    @staticmethod
+    def _unit(space: Any, name: str, members: tuple[str, ...], techniques: set[str],
+              no_2_by_4: Sequence[str], full_width: Sequence[str]) -> UnitSpace:
+        override: Mapping[str, Any] = space.layers.get(name) or {}
+
+        def pick(key: str) -> Any:
+            value = override.get(key)
+            return space[key] if value is None else value
+
+        bits = tuple(int(b) for b in pick("bits")) if "quantize" in techniques else (32,)
+        prune = "prune" in techniques
+        structures = tuple(pick("structures")) if prune else ("unstructured",)
+        if any(m in no_2_by_4 for m in members):
+            structures = tuple(s for s in structures if s != "2:4") or ("unstructured",)
+        width = FloatRange.from_config(pick("width")) if "width" in techniques else FloatRange(1.0, 1.0)
+        if any(m in full_width for m in members):
+            width = FloatRange(1.0, 1.0)
+        return UnitSpace(
+            name=name,
+            layers=members,
+            bits=bits,
+            act_bits=tuple(int(b) for b in pick("act_bits")),
+            ptq_modes=tuple(pick("ptq_modes")),
+            sparsity=FloatRange.from_config(pick("sparsity")) if prune else FloatRange(0.0, 0.0),
+            structures=structures,
+            clusters=tuple(int(k) for k in pick("clusters")) if "cluster" in techniques else (0,),
+            width=width,
+        )
 
     def sample(self, trial: optuna.Trial) -> Policy:
         """Suggest every parameter of one trial and return the policy they make."""
-        layers = {}
-        for layer in self.layers:
-            bits = layer.bits[0] if len(layer.bits) == 1 else trial.suggest_categorical(f"bits.{layer.name}", layer.bits)
-            layers[layer.name] = LayerPolicy(bits=int(bits), sparsity=layer.sparsity.sample(trial, f"sparsity.{layer.name}"))
+        layers: dict[str, LayerPolicy] = {}
+        for unit in self.units:
+            setting = unit.sample(trial, self.method)
+            for layer in unit.layers:
+                layers[layer] = setting
         weight = self.distill_weight.sample(trial, "distill.weight")
         temperature = self.temperature.sample(trial, "distill.temperature")
-        return Policy(layers, DistillPolicy(temperature=temperature, weight=weight))
+        return Policy(layers, DistillPolicy(temperature=temperature, weight=weight), method=self.method)
+
+    def restrict(self, unit: str, **changes: Any) -> SearchSpace:
+        """A copy where one unit's choices are replaced (used by the sensitivity pass to narrow the space)."""
+        units = tuple(dataclasses.replace(u, **changes) if u.name == unit else u for u in self.units)
+        return dataclasses.replace(self, units=units)
 
     def to_dict(self) -> dict[str, Any]:
-        """The expanded space (logged as ``search_space.json``; same shape as ``space.layers`` overrides)."""
+        """The expanded space (logged as ``search_space.json``)."""
         return {
-            "layers": {l.name: {"bits": list(l.bits), "sparsity": dataclasses.asdict(l.sparsity)} for l in self.layers},
+            "method": self.method,
+            "units": {u.name: dataclasses.asdict(u) for u in self.units},
             "distill": {"temperature": dataclasses.asdict(self.temperature), "weight": dataclasses.asdict(self.distill_weight)},
         }

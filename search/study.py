@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,14 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from objectives.errors import ConfigError, LitesweepError
+from objectives.errors import ConfigError, HopelessTrial, LitesweepError
 from search import pareto
 from search.space import SearchSpace
 from search.tracking import Tracker, dumps
 
 log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+FEASIBLE_ATTR = "feasible"
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -42,9 +43,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded."""
+    """The configured sampler, seeded. Samplers read trial constraints set with ``set_constraint``."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        # group=True: conditional parameters (ptq_mode only for integer layers...) are modelled per subspace.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
@@ -58,19 +60,17 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"study.sampler = {name!r} is not supported; accepted: ['gp', 'nsgaii', 'random', 'tpe']")
 
 
-def open_study(name: str, storage: str, sampler: str, seed: int, directions: dict[str, str]) -> optuna.Study:
-    """Create the study, or load it when it exists (its directions must match the config)."""
+def open_study(name: str, storage: str, sampler: str, seed: int, directions: Mapping[str, str]) -> optuna.Study:
+    """Create the study, or load it when it exists (its objectives must match the config)."""
     backend = make_storage(storage)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
+    existing = {s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
     wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
               for d in directions.values()]
     if name in existing:
         study = optuna.load_study(study_name=name, storage=backend)
         stored = study.user_attrs.get("objectives")
-        if stored is not None and stored != list(directions):
+        if (stored is not None and stored != list(directions)) or study.directions != wanted:
             raise ConfigError(f"study '{name}' exists with objectives {stored}, not {list(directions)}; use another study.name")
-        if study.directions != wanted:
-            raise ConfigError(f"study '{name}' exists with other directions; use another study.name")
         # A resumed study reseeds with its trial count, so it does not replay its first suggestions.
         study.sampler = make_sampler(sampler, seed + len(study.trials))
         return study
@@ -84,6 +84,26 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
+def constraint_values(metrics: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, float]:
+    """Optuna constraint values (feasible when <= 0): each metric minus its upper bound."""
+    return {metric: float(metrics[metric]) - float(bound) for metric, bound in bounds.items()}
+
+
+def trial_record(output: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Extra metrics and tags of a trial output (achieved sparsity, timings, file types, fallbacks)."""
+    metrics = {
+        **{f"sparsity_achieved.{k}": v for k, v in output.achieved_sparsity.items()},
+        **{f"time_{k}_s": v for k, v in output.timings.items()},
+        **{f"filters.{k}": v for k, v in output.filters.items()},
+    }
+    tags = {
+        "litesweep.delegate": output.measurement.delegate,
+        "litesweep.fallback": ",".join(output.fallback) or "none",
+        **{f"litesweep.weight_type.{k}": v for k, v in output.weight_types.items()},
+    }
+    return metrics, tags
+
+
 @dataclasses.dataclass
 class TrialRunner:
     """Runs one trial end to end: sample → compress/measure → record in both stores."""
@@ -92,7 +112,8 @@ class TrialRunner:
     space: SearchSpace
     bench: Any  # objectives.pipeline.Workbench (kept untyped so search/ does not import TensorFlow here)
     tracker: Tracker
-    directions: dict[str, str]
+    directions: Mapping[str, str]
+    constraints: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
@@ -101,32 +122,37 @@ class TrialRunner:
         trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
         try:
             policy = self.space.sample(trial)
+            self.tracker.log_params(run_id, policy.flat_params())
             self.bench.check(policy)
             output = self.bench.run(policy)
             metrics = output.metrics.as_dict()
             values = [metrics[m] for m in self.directions]
+            violations = constraint_values(metrics, self.constraints)
+            for key, value in violations.items():
+                trial.set_constraint(key, value)
+            feasible = all(v <= 0 for v in violations.values())
             trial.set_user_attr(pareto.METRICS_ATTR, metrics)
+            trial.set_user_attr(FEASIBLE_ATTR, feasible)
+            extra_metrics, tags = trial_record(output)
             self.tracker.log_trial(
                 run_id,
-                params=policy.flat_params(),
-                metrics={**metrics, **{f"sparsity_achieved.{k}": v for k, v in output.achieved_sparsity.items()},
-                         **{f"time_{k}_s": v for k, v in output.timings.items()}},
-                tags={"litesweep.delegate": output.measurement.delegate,
-                      **{f"litesweep.weight_type.{k}": v for k, v in output.weight_types.items()}},
+                params={},
+                metrics={**metrics, **extra_metrics},
+                tags={**tags, "litesweep.feasible": str(feasible).lower()},
                 files={"model.tflite": output.tflite, "policy.json": policy.to_json()},
             )
             self.study.tell(trial, values)
             self.tracker.end_trial(run_id, "COMPLETE", "FINISHED")
             return TrialState.COMPLETE
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, HopelessTrial) as exc:
             self.study.tell(trial, state=TrialState.PRUNED)
-            self.tracker.end_trial(run_id, "PRUNED", "KILLED")
+            self.tracker.end_trial(run_id, "PRUNED", "KILLED", note=str(exc))
             return TrialState.PRUNED
         except KeyboardInterrupt:
             self.study.tell(trial, state=TrialState.FAIL)
             self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback.format_exc())
             raise
-        except LitesweepError:
+        except ConfigError:
             # A policy the model cannot take is a configuration problem, not a bad trial: stop.
             self.study.tell(trial, state=TrialState.FAIL)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())

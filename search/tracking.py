@@ -7,6 +7,7 @@ is explicit and several workers can share one tracking server.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,7 @@ TAG_STUDY = "litesweep.study_name"
 TAG_TRIAL = "litesweep.trial_number"
 TAG_PARETO = "litesweep.pareto"
 TAG_STATE = "litesweep.state"
-ROLE_STUDY, ROLE_TRIAL = "study", "trial"
+ROLE_STUDY, ROLE_TRIAL, ROLE_BASELINE = "study", "trial", "baseline"
 
 
 def _artifact_uri(location: str) -> str:
@@ -139,12 +140,40 @@ class Tracker:
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
 
-    def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None) -> None:
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params (a trial's policy, as soon as it is sampled, so failed trials show it too)."""
+        _log_params(self.client, run_id, params)
+
+    def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None, note: str | None = None) -> None:
         """Mark the trial's Optuna ``state`` as a tag and end its run with MLflow ``status``."""
         if traceback_text is not None:
             _log_files(self.client, run_id, {"traceback.txt": traceback_text})
-        self.client.set_tag(run_id, TAG_STATE, state)
+        tags = [RunTag(TAG_STATE, state)] + ([RunTag("litesweep.note", note[:5000])] if note else [])
+        self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status=status)
+
+    def log_baseline(self, study_name: str, preset: str, metrics: Mapping[str, float], tags: Mapping[str, str],
+                     files: Mapping[str, bytes | str]) -> str:
+        """A finished child run for one converter preset, tagged ``litesweep.role = baseline``."""
+        assert self.parent_run_id is not None
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"preset-{preset}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_ROLE: ROLE_BASELINE, TAG_STUDY: study_name,
+                  "litesweep.preset": preset, **tags},
+        )
+        run_id = run.info.run_id
+        self.log_trial(run_id, params={"preset": preset}, metrics=metrics, tags={}, files=files)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def baseline_runs(self) -> list[mlflow.entities.Run]:
+        """The preset runs of this study."""
+        assert self.parent_run_id is not None
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_BASELINE}'",
+            max_results=100,
+        )
 
     def update_pareto(self, front_run_ids: Iterable[str]) -> int:
         """Keep ``litesweep.pareto`` current on every trial run; only changed tags are written.
@@ -179,7 +208,17 @@ class Tracker:
 
 
 def check_reachable(uri: str) -> None:
-    """Fail fast (before any training) when the tracking store cannot be reached."""
+    """Fail fast (before any training) when the tracking store cannot be reached.
+
+    A local SQLite store is only checked for writability (nothing is created yet); any other URI
+    is asked for one experiment.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):]).resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if (existing == path and not os.access(path, os.W_OK)) or (existing != path and not os.access(existing, os.W_OK)):
+            raise ConfigError(f"tracking.uri = {uri!r}: {existing} is not writable; accepted: a path this user can write")
+        return
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -11,8 +11,11 @@ from objectives.compat import keras, tf, tfmot
 _sparsity = tfmot.sparsity.keras
 
 
-def wrap_for_pruning(model: keras.Model, targets: Mapping[str, float], end_step: int) -> keras.Model:
-    """Wrap each layer named in ``targets`` in ``prune_low_magnitude``, ramping to its target by ``end_step``.
+def wrap_for_pruning(
+    model: keras.Model, targets: Mapping[str, float], end_step: int, structured: Sequence[str] = ()
+) -> keras.Model:
+    """Wrap layers in ``prune_low_magnitude``: unstructured ``targets`` ramp up by ``end_step``;
+    ``structured`` layers get 2:4 sparsity (two zeros in every block of four weights).
 
     The returned model shares layer objects with ``model`` (TF-MOT's clone_function contract), so pass
     a disposable copy.
@@ -20,6 +23,8 @@ def wrap_for_pruning(model: keras.Model, targets: Mapping[str, float], end_step:
     end_step = max(int(end_step), 1)
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in structured:
+            return _sparsity.prune_low_magnitude(layer, sparsity_m_by_n=(2, 4))
         target = targets.get(layer.name, 0.0)
         if target <= 0.0:
             return layer
@@ -42,9 +47,21 @@ def strip(model: keras.Model) -> keras.Model:
     return _sparsity.strip_pruning(model)
 
 
-def kernel_masks(model: keras.Model, layer_names: list[str]) -> dict[str, np.ndarray]:
+def kernel_masks(model: keras.Model, layer_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Non-zero masks of the kernels of ``layer_names`` (to keep sparsity through later training)."""
     return {name: (model.get_layer(name).kernel.numpy() != 0).astype("float32") for name in layer_names}
+
+
+def holds_2_by_4(kernel: np.ndarray) -> bool:
+    """Whether every block of four consecutive weights along the input axis has at least two zeros.
+
+    Keras kernels keep the input channels on axis -2 (Dense: ``(in, out)``, Conv2D: ``(h, w, in, out)``).
+    """
+    moved = np.moveaxis(kernel, -2, -1)
+    if moved.shape[-1] % 4:
+        return False
+    blocks = moved.reshape(-1, 4)
+    return bool(np.all(np.sum(blocks == 0, axis=1) >= 2))
 
 
 class KeepMasks(keras.callbacks.Callback):
@@ -64,6 +81,9 @@ class KeepMasks(keras.callbacks.Callback):
             variable.assign(variable * mask)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
+        self.apply()
+
+    def on_train_end(self, logs: dict | None = None) -> None:  # noqa: D102
         self.apply()
 
 

@@ -56,10 +56,17 @@ def wrap_for_qat(model: keras.Model, weight_bits: Mapping[str, int]) -> keras.Mo
 
 
 def kernel_variables(qat_model: keras.Model, layer_names: list[str]) -> dict[str, tf.Variable]:
-    """The float kernel variables inside QAT wrappers (``wrapper.layer.kernel`` is a tensor there)."""
+    """The float kernel variables of ``layer_names``, inside QAT wrappers or not.
+
+    Inside a wrapper ``wrapper.layer.kernel`` is a tensor; the variable is found in ``wrapper.weights``.
+    """
     found = {}
     for name in layer_names:
-        wrapper = qat_model.get_layer(f"quant_{name}")
+        try:
+            wrapper = qat_model.get_layer(f"quant_{name}")
+        except ValueError:  # left unwrapped (float)
+            found[name] = qat_model.get_layer(name).kernel
+            continue
         matches = [w for w in wrapper.weights if w.name.endswith("kernel:0") and w.name.startswith(f"{name}/")]
         if len(matches) != 1:
             raise RuntimeError(f"expected one kernel variable in QAT wrapper of '{name}', found {[w.name for w in matches]}")

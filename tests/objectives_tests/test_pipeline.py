@@ -18,7 +18,7 @@ def mixed_trial(digits_bench):  # noqa: ANN001, ANN201
     """conv1 4-bit, fc1 8-bit and 60% sparse, logits left float; distilled."""
     before = [w.copy() for w in digits_bench.base_model.get_weights()]
     policy = Policy(
-        {"conv1": LayerPolicy(4, 0.0), "fc1": LayerPolicy(8, 0.6), "logits": LayerPolicy(32, 0.0)},
+        {"conv1": LayerPolicy(bits=4), "fc1": LayerPolicy(bits=8, sparsity=0.6), "logits": LayerPolicy()},
         DistillPolicy(temperature=4.0, weight=0.5),
     )
     return policy, digits_bench.run(policy), before
@@ -90,4 +90,4 @@ def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # n
     from objectives.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'conv9' is not a compressible layer"):
-        digits_bench.check(Policy({"conv9": LayerPolicy(8, 0.0)}))
+        digits_bench.check(Policy({"conv9": LayerPolicy(bits=8)}))

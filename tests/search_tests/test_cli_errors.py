@@ -10,7 +10,7 @@ import pytest
 
 CASES = [
     ("study.foo=1", "unknown config key 'study.foo'"),
-    ("space.bits=[3,8]", "space.bits entry = 3 is not supported; accepted bit widths: [2, 4, 8, 32]"),
+    ("space.bits=[3,8]", "space.bits entry = 3 is not supported; accepted bit widths: [2, 4, 8, 16, 32]"),
     ("space.bits=[4,16]", "space.bits entry = 16"),
     ("space.sparsity.high=1.0", "space.sparsity.high = 1.0 is out of range"),
     ("space.sparsity.high=1.5", "space.sparsity.high = 1.5"),
@@ -19,12 +19,23 @@ CASES = [
     ("study.sampler=cmaes", "study.sampler = 'cmaes' is not supported; accepted: ['tpe', 'nsgaii', 'random', 'gp']"),
     ("study.n_trials=abc", "bad value for config key 'study.n_trials'"),
     ("study.n_trials=0", "study.n_trials = 0 must be an integer >= 1"),
-    ("space=nope", "config group option 'space/nope' not found; accepted: bits_only, default, prune_only"),
+    ("space=nope", "config group option 'space/nope' not found; accepted: bits_only, default, full, mixed, prune_only, ptq"),
     ("study.objectives=[accuracy,speed]", "study.objectives entry = 'speed' is not supported"),
     ("study.directions=[maximize,up,minimize]", "study.directions entry = 'up' is not supported"),
     ("study.directions=[maximize]", "study.objectives has 3 entries but study.directions has 1"),
     ("finetune.qat_epochs=0", "finetune.qat_epochs = 0 must be an integer >= 1"),
     ("data.source=imagenet", "data.source = 'imagenet' is not supported"),
+    ("space.techniques=[quantize,magic]", "space.techniques entry = 'magic' is not supported; accepted: ['quantize', 'prune', 'cluster', 'distill', 'width']"),
+    ("space.clusters=[0,1]", "space.clusters entry = 1 is not accepted; accepted: 0 (no clustering) or an integer >= 2"),
+    ("study.constraints={speed_ms:3}", "study.constraints key = 'speed_ms' is not supported"),
+    ("study.constraints={size_bytes:small}", "study.constraints.size_bytes = 'small' must be a number"),
+    ("space.structures=[2:8]", "space.structures entry = '2:8' is not supported; accepted: ['unstructured', '2:4']"),
+    ("space.bits=[8,16]", "space.bits entry = 16 (float16) needs space.method ptq or mixed"),
+    ("space.groups={convs:'conv[1'}", "space.groups.convs = 'conv[1' is not a valid regular expression"),
+    ("space=ptq space.techniques=[quantize,prune]", "space.techniques entry = 'prune' needs training"),
+    ("space.width={low:0.0,high:1.0}", "space.width.low = 0.0 is out of range"),
+    ("latency.backend=device", "latency.backend = 'device' is not supported; accepted: ['local', 'command']"),
+    ("latency.backend=command", "latency.backend = 'command' needs latency.command"),
 ]
 
 
@@ -32,7 +43,7 @@ CASES = [
 def test_bad_override_fails_in_one_line_and_writes_nothing(override: str, message: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "search", override, f"paths.output_dir={out}"],
+        [sys.executable, "-m", "search", *override.split(" "), f"paths.output_dir={out}"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr

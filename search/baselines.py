@@ -1,0 +1,40 @@
+"""The converter's presets as reference points: measured once per study, logged as baseline runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+
+from search import pareto
+from search.tracking import Tracker
+
+
+def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:
+    """Metrics of every preset; presets already logged for this study are read back, not redone."""
+    from objectives.presets import PRESETS
+
+    found = {r.data.tags.get("litesweep.preset"): dict(r.data.metrics) for r in tracker.baseline_runs()}
+    for preset in PRESETS:
+        if preset in found:
+            continue
+        tflite, measurement = bench.preset(preset)
+        metrics = measurement.metrics.as_dict()
+        tracker.log_baseline(study_name, preset, metrics, {"litesweep.delegate": measurement.delegate},
+                             {"model.tflite": tflite})
+        found[preset] = metrics
+    return {p: found[p] for p in PRESETS if p in found}
+
+
+def dominance(presets: Mapping[str, Mapping[str, float]], front: Sequence[optuna.trial.FrozenTrial]) -> dict[str, int | None]:
+    """For each preset, a front trial at least as accurate and at most as large (``None`` if there is none)."""
+    result: dict[str, int | None] = {}
+    for preset, metrics in presets.items():
+        result[preset] = None
+        for trial in sorted(front, key=lambda t: t.user_attrs[pareto.METRICS_ATTR]["size_bytes"]):
+            m = trial.user_attrs[pareto.METRICS_ATTR]
+            if m["accuracy"] >= metrics["accuracy"] and m["size_bytes"] <= metrics["size_bytes"]:
+                result[preset] = trial.number
+                break
+    return result

@@ -1,0 +1,87 @@
+"""Each technique checked on the real .tflite it produces: clustering, 2:4, width, costs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from objectives import tflite_file
+from objectives.compat import litert
+from objectives.policy import DistillPolicy, LayerPolicy, Policy
+from objectives.techniques.prune import holds_2_by_4
+
+
+def _kernel_in_file(tflite: bytes, layer: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The constant tensor of ``layer`` with ``shape`` (TFLite layout), read through the interpreter."""
+    interpreter = litert.Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    found = [d for d in interpreter.get_tensor_details() if layer in d["name"] and tuple(d["shape"]) == shape]
+    assert len(found) == 1, [d["name"] for d in found]
+    return interpreter.get_tensor(found[0]["index"])
+
+
+def _fc1_file_shape(bench) -> tuple[int, int]:  # noqa: ANN001
+    return tuple(bench.base_model.get_layer("fc1").kernel.shape[::-1])
+
+
+@pytest.mark.parametrize(("bits", "sparsity"), [(8, 0.0), (8, 0.5), (32, 0.0)], ids=["cqat-int8", "pcqat-int8", "float"])
+def test_a_clustered_layer_has_at_most_k_distinct_values_in_the_file(digits_bench, bits: int, sparsity: float) -> None:  # noqa: ANN001
+    k = 8
+    # conv1 at 4 bits keeps the converter's sparse encoding off, so fc1 is stored dense and readable.
+    policy = Policy({"conv1": LayerPolicy(bits=4), "fc1": LayerPolicy(bits=bits, sparsity=sparsity, clusters=k)},
+                    DistillPolicy(2.0, 0.5))
+    output = digits_bench.run(policy)
+    kernel = _kernel_in_file(output.tflite, "fc1", _fc1_file_shape(digits_bench))
+    assert 2 <= np.unique(kernel).size <= k
+    if sparsity:
+        assert np.mean(kernel == 0) >= sparsity - 0.02
+    assert output.metrics.accuracy > 0.5
+
+
+def test_a_2_by_4_layer_holds_the_pattern_in_the_file(digits_bench) -> None:  # noqa: ANN001
+    policy = Policy({"conv1": LayerPolicy(bits=4), "fc1": LayerPolicy(bits=8, structure="2:4")})
+    output = digits_bench.run(policy)
+    kernel = _kernel_in_file(output.tflite, "fc1", _fc1_file_shape(digits_bench))  # (units, inputs)
+    assert holds_2_by_4(kernel.T)  # back to the Keras layout (inputs, units)
+    assert not holds_2_by_4(digits_bench.base_model.get_layer("fc1").kernel.numpy())
+    assert output.achieved_sparsity["fc1"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_ideal_size_and_bitops_follow_the_policy(digits_bench) -> None:  # noqa: ANN001
+    ref = digits_bench.reference.measurement.metrics
+    output = digits_bench.run(Policy({name: LayerPolicy(bits=4) for name in ("conv1", "fc1", "logits")}))
+    m = output.metrics
+    assert m.macs == ref.macs > 0
+    assert m.bitops == pytest.approx(ref.bitops * (4 * 8) / (32 * 32))
+    # 4-bit kernels: one eighth of the float kernel bytes; biases stay 32-bit.
+    kernels = sum(digits_bench.base_model.get_layer(n).kernel.shape.num_elements() for n in ("conv1", "fc1", "logits"))
+    assert ref.ideal_bytes - m.ideal_bytes == pytest.approx(kernels * (4 - 0.5), rel=0.01)
+    assert m.ideal_bytes < m.size_bytes
+
+
+@pytest.fixture(scope="module")
+def wide_bench(tmp_path_factory):  # noqa: ANN001, ANN201
+    """A wider CNN on the digits, so that latency differences are far above timer noise."""
+    from objectives.data import load_dataset
+    from objectives.measure import LatencyProtocol
+    from objectives.models import CnnSpec, train_or_load
+    from objectives.pipeline import FineTuneSettings, Workbench
+
+    data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
+    spec = CnnSpec(conv_filters=(64, 128), dense_units=(256,), max_epochs=3, patience=1)
+    model, _ = train_or_load(spec, data, tmp_path_factory.mktemp("wide"))
+    return Workbench(model, data, FineTuneSettings(prune_epochs=3), LatencyProtocol(min_runs=200, max_runs=2000, max_seconds=1.0))
+
+
+def test_a_narrower_student_has_fewer_filters_and_lower_latency(wide_bench) -> None:  # noqa: ANN001
+    same_bits = {name: LayerPolicy(bits=8) for name in ("conv1", "conv2", "fc1", "logits")}
+    teacher = wide_bench.run(Policy(same_bits))
+    narrow = {name: LayerPolicy(bits=8, width=0.25) for name in ("conv1", "conv2", "fc1")}
+    student = wide_bench.run(Policy({**same_bits, **narrow}, DistillPolicy(4.0, 0.7)))
+    conv2 = [e for e in tflite_file.tensors(student.tflite) if e.is_constant and "conv2" in e.name and len(e.shape) == 4]
+    assert [e.shape[0] for e in conv2] == [32]  # 128 filters x 0.25, counted in the file
+    assert [e.shape[3] for e in conv2] == [16]  # and its input follows conv1's 64 x 0.25
+    assert student.filters == {"conv1": 16, "conv2": 32, "fc1": 64, "logits": 10}
+    assert student.metrics.latency_ms < teacher.metrics.latency_ms
+    assert student.metrics.macs < teacher.metrics.macs / 8
+    assert student.metrics.accuracy > 0.5

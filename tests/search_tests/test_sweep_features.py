@@ -1,0 +1,128 @@
+"""Sweeps that exercise presets, constraints, groups, sensitivity, early stopping and device latency.
+
+Every assertion reads the Optuna storage, the MLflow store or the logged files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from objectives.errors import ConfigError
+from search.app import SweepResult, run
+from tests.conftest import compose_quick
+
+
+def _study(result: SweepResult) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(result.storage))
+    return optuna.load_study(study_name=result.study_name, storage=storage)
+
+
+def _runs(result: SweepResult, role: str) -> list:
+    return MlflowClient(result.tracking_uri).search_runs([result.experiment_id], filter_string=f"tags.`litesweep.role` = '{role}'")
+
+
+@pytest.fixture(scope="module")
+def constrained(tmp_path_factory: pytest.TempPathFactory) -> SweepResult:
+    """Presets on, an impossible size constraint, a shared group for the dense layers, sensitivity narrowing."""
+    out = tmp_path_factory.mktemp("constrained")
+    return run(compose_quick(out, "study.n_trials=2", "study.presets=true", "study.constraints={size_bytes:1}",
+                             "space.groups={dense:'fc1|logits'}", "sensitivity=narrow"))
+
+
+def test_presets_are_logged_as_baseline_runs_and_remeasure(constrained: SweepResult, tmp_path: Path) -> None:
+    from objectives.data import load_dataset
+    from objectives.measure import accuracy
+
+    runs = {r.data.tags["litesweep.preset"]: r for r in _runs(constrained, "baseline")}
+    assert set(runs) == {"float32", "float16", "dynamic_int8", "full_int8", "int16x8"}
+    assert set(constrained.presets) == set(runs)
+    data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
+    client = MlflowClient(constrained.tracking_uri)
+    for name, r in runs.items():
+        assert r.data.tags["mlflow.parentRunId"] == constrained.parent_run_id
+        tflite = Path(client.download_artifacts(r.info.run_id, "model.tflite", str(tmp_path / name))).read_bytes()
+        assert len(tflite) == r.data.metrics["size_bytes"]
+        assert accuracy(tflite, data.x_test, data.y_test)[0] == r.data.metrics["accuracy"]
+    sizes = {n: r.data.metrics["size_bytes"] for n, r in runs.items()}
+    assert sizes["full_int8"] < sizes["float16"] < sizes["float32"]
+
+
+def test_infeasible_trials_are_kept_marked_and_left_off_the_front(constrained: SweepResult) -> None:
+    study = _study(constrained)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for t in complete:
+        constraints = [v for k, v in t.system_attrs.items() if k.startswith("constraints")]
+        assert constraints and all(v > 0 for v in constraints)
+        assert t.user_attrs["feasible"] is False
+    assert constrained.front_trial_numbers == [] and study.best_trials == []
+    trials = _runs(constrained, "trial")
+    assert {r.data.tags["litesweep.feasible"] for r in trials} == {"false"}
+    assert {r.data.tags["litesweep.pareto"] for r in trials} == {"false"}
+    assert all(v is None for v in constrained.presets_dominated.values())
+
+
+def test_a_group_shares_one_parameter(constrained: SweepResult, tmp_path: Path) -> None:
+    client = MlflowClient(constrained.tracking_uri)
+    for t in _study(constrained).trials:
+        assert "bits.dense" in t.params and "bits.fc1" not in t.params and "bits.logits" not in t.params
+    for r in _runs(constrained, "trial"):
+        assert r.data.params["bits.fc1"] == r.data.params["bits.logits"]
+        policy = json.loads(Path(client.download_artifacts(r.info.run_id, "policy.json", str(tmp_path / r.info.run_id))).read_text())
+        assert policy["layers"]["fc1"]["bits"] == policy["layers"]["logits"]["bits"]
+        assert policy["layers"]["fc1"]["sparsity"] == policy["layers"]["logits"]["sparsity"]
+    space = json.loads(Path(client.download_artifacts(constrained.parent_run_id, "search_space.json", str(tmp_path))).read_text())
+    assert space["units"]["dense"]["layers"] == ["fc1", "logits"]
+
+
+def test_sensitivity_is_logged_and_narrows_the_space(constrained: SweepResult, tmp_path: Path) -> None:
+    client = MlflowClient(constrained.tracking_uri)
+    parent = client.get_run(constrained.parent_run_id)
+    drops = {k.split(".", 1)[1]: v for k, v in parent.data.metrics.items() if k.startswith("sensitivity.")}
+    assert set(drops) == {"conv1", "dense"}
+    files = {a.path for a in client.list_artifacts(constrained.parent_run_id)}
+    assert {"sensitivity.csv", "sensitivity.png", "search_space_narrowed.json"} <= files
+    narrowed = json.loads(Path(client.download_artifacts(constrained.parent_run_id, "search_space_narrowed.json", str(tmp_path))).read_text())
+    for unit, drop in drops.items():
+        if drop <= 0.5:
+            assert narrowed["units"][unit]["bits"] == [4]
+        elif drop >= 3.0:
+            assert 4 not in narrowed["units"][unit]["bits"]
+    assert _study(constrained).user_attrs["sensitivity"] == pytest.approx(drops)
+
+
+def test_hopeless_trials_are_pruned_in_both_stores_and_not_converted(tmp_path: Path) -> None:
+    script = tmp_path / "device.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        data = open(sys.argv[1], "rb").read()
+        assert data[4:8] == b"TFL3"
+        print("Inference timings in us: Init: 10, First inference: 20, Warmup (avg): 30, Inference (avg): 1234.5")
+    """))
+    result = run(compose_quick(
+        tmp_path / "out", "study.n_trials=2", "finetune.min_val_accuracy=0.999",
+        "latency=command", f"latency.command='{sys.executable} {script} {{model}}'",
+    ))
+    study = _study(result)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    client = MlflowClient(result.tracking_uri)
+    for r in _runs(result, "trial"):
+        assert r.info.status == "KILLED" and r.data.tags["litesweep.state"] == "PRUNED"
+        assert "below the floor 0.9990" in r.data.tags["litesweep.note"]
+        assert "model.tflite" not in {a.path for a in client.list_artifacts(r.info.run_id)}
+    # The command stood in for the device: the float reference's latency came from it.
+    assert result.reference["latency_ms"] == pytest.approx(1.2345)
+
+
+def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"space.groups.heads = 'head.\*' matches no layer; accepted layer names: \['conv1', 'fc1', 'logits'\]"):
+        run(compose_quick(out, "space.groups={heads:'head.*'}"))
+    assert not (out / "mlruns").exists()
