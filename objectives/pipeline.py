@@ -26,7 +26,7 @@ from objectives.errors import ConfigError, DataError, HopelessTrial
 from objectives.inventory import LayerInfo, compressible_layers
 from objectives.metrics import Metrics
 from objectives.models import fresh_copy
-from objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy
+from objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
 from objectives.techniques import cluster, distill, prune, quantize, shrink
 
 #: A latency backend other than the local interpreter: ``.tflite`` bytes → (milliseconds, label).
@@ -267,6 +267,20 @@ class Workbench:
                 model = qat
         return model, float_model, self._kernels(model)
 
+    def ptq_recipes(self) -> dict[str, set[str]]:
+        """Post-training recipes (``policy.recipe_name`` words) that each compressible layer's op accepts.
+
+        Asked of ai-edge-quantizer's own checker, so a space can be narrowed before any trial runs.
+        """
+        from objectives.techniques import ptq
+
+        ops = ptq.kernel_ops(self.reference.tflite, [info.name for info in self.layers])
+        supported: dict[str, set[str]] = {}
+        for layer, layer_ops in ops.items():
+            names = [{recipe_name(*_recipe_fields(r)) for r in ptq.supported_recipes(op.op)} for op in layer_ops]
+            supported[layer] = set.intersection(*names) if names else {"float"}
+        return supported
+
     def preset(self, name: str) -> tuple[bytes, measure.Measurement]:
         """Convert the base model with a converter preset (``objectives.presets.PRESETS``) and measure it."""
         from objectives import presets
@@ -307,6 +321,14 @@ class Workbench:
         achieved = {name: prune.achieved_sparsity(kernels[name]) for name, layer in policy.layers.items() if layer.pruned}
         filters = {info.name: int(kernels[info.name].shape[-1]) for info in self.layers}
         return TrialOutput(tflite, measurement, achieved, types, timings, fallback, filters)
+
+
+def _recipe_fields(recipe) -> tuple[int, str, int]:  # noqa: ANN001 - ptq.PtqLayerRecipe
+    if recipe.mode == "float":
+        return FLOAT_BITS, "dynamic", 8
+    if recipe.mode == "fp16":
+        return FLOAT16_BITS, "dynamic", 8
+    return recipe.bits, recipe.mode, recipe.act_bits
 
 
 def _ptq_recipe(layer: LayerPolicy):  # noqa: ANN202 - ptq.PtqLayerRecipe, imported lazily

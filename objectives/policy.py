@@ -198,6 +198,32 @@ class Policy:
         return cls.from_dict(json.loads(text))
 
 
+def recipe_name(bits: int, ptq_mode: str = "dynamic", act_bits: int = 8) -> str:
+    """The post-training recipe of a layer as one word: ``float``, ``fp16``, ``dynamic_w4``, ``static_w8a16``..."""
+    if bits == FLOAT_BITS:
+        return "float"
+    if bits == FLOAT16_BITS:
+        return "fp16"
+    if ptq_mode == "static":
+        return f"static_w{bits}a{act_bits}"
+    return f"{ptq_mode}_w{bits}"
+
+
+def parse_recipe(name: str) -> dict[str, Any]:
+    """The ``LayerPolicy`` fields of a recipe word (inverse of ``recipe_name``)."""
+    if name == "float":
+        return {"bits": FLOAT_BITS}
+    if name == "fp16":
+        return {"bits": FLOAT16_BITS}
+    mode, _, rest = name.rpartition("_w")
+    if mode == "static":
+        bits, _, act = rest.partition("a")
+        return {"bits": int(bits), "ptq_mode": mode, "act_bits": int(act)}
+    if mode in PTQ_MODES:
+        return {"bits": int(rest), "ptq_mode": mode}
+    raise ConfigError(f"post-training recipe {name!r} is unknown; accepted: float, fp16, <mode>_w<bits>, static_w8a<bits>")
+
+
 def _build(kind: type, spec: Mapping[str, Any], where: str) -> Any:
     fields = {f.name for f in dataclasses.fields(kind)}
     unknown = set(spec) - fields

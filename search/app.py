@@ -107,6 +107,7 @@ def run(cfg: DictConfig) -> SweepResult:
     space = SearchSpace.from_config(
         cfg.space, [info.name for info in bench.layers],
         no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4], full_width=[bench.output_layer],
+        ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
     )
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     constraints = dict(cfg.study.constraints or {})

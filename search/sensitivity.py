@@ -13,8 +13,8 @@ from typing import Any
 
 import optuna
 
-from objectives.policy import DistillPolicy, LayerPolicy, Policy
-from search.space import FloatRange, SearchSpace
+from objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe
+from search.space import FloatRange, SearchSpace, UnitSpace
 from search.tracking import Tracker
 
 STUDY_ATTR = "sensitivity"
@@ -24,11 +24,18 @@ def degraded_policy(space: SearchSpace, unit_name: str) -> Policy:
     """Every layer float except ``unit_name``'s layers: lowest bit width and highest sparsity of the space."""
     layers = {name: LayerPolicy() for name in space.layer_names}
     unit = next(u for u in space.units if u.name == unit_name)
-    bits = min(unit.bits)
+    quant = _lowest(unit, space.method)
     sparsity = unit.sparsity.high if space.method != "ptq" else 0.0
     for name in unit.layers:
-        layers[name] = LayerPolicy(bits=bits, sparsity=sparsity, ptq_mode=unit.ptq_modes[0])
+        layers[name] = LayerPolicy(sparsity=sparsity, **quant)
     return Policy(layers, DistillPolicy(), method=space.method)
+
+
+def _lowest(unit: UnitSpace, method: str) -> dict[str, Any]:
+    """The most compressed weight setting of a unit: its lowest bits (or its lowest-bit recipe)."""
+    if method == "qat":
+        return {"bits": min(unit.bits)}
+    return min((parse_recipe(r) for r in unit.recipes), key=lambda q: q["bits"])
 
 
 def measure_sensitivity(bench: Any, space: SearchSpace, study: optuna.Study) -> dict[str, float]:
@@ -45,13 +52,16 @@ def narrow(space: SearchSpace, drops: dict[str, float], insensitive: float, sens
     """Freeze insensitive units at their most compressed choice; keep sensitive ones off the lowest bits."""
     for unit in space.units:
         drop = drops[unit.name]
+        lowest = _lowest(unit, space.method)["bits"]
+        recipe_bits = {r: parse_recipe(r)["bits"] for r in unit.recipes}
         if drop <= insensitive:
-            space = space.restrict(unit.name, bits=(min(unit.bits),),
+            space = space.restrict(unit.name, bits=(lowest,), recipes=tuple(r for r, b in recipe_bits.items() if b == lowest),
                                    sparsity=FloatRange(unit.sparsity.high, unit.sparsity.high))
         elif drop >= sensitive:
-            bits = tuple(b for b in unit.bits if b != min(unit.bits)) or unit.bits
+            bits = tuple(b for b in unit.bits if b != lowest) or unit.bits
+            recipes = tuple(r for r, b in recipe_bits.items() if b != lowest) or unit.recipes
             high = unit.sparsity.low + (unit.sparsity.high - unit.sparsity.low) / 2
-            space = space.restrict(unit.name, bits=bits, sparsity=dataclasses.replace(unit.sparsity, high=high))
+            space = space.restrict(unit.name, bits=bits, recipes=recipes, sparsity=dataclasses.replace(unit.sparsity, high=high))
     return space
 
 
@@ -60,8 +70,12 @@ def seed_params(space: SearchSpace, drops: dict[str, float], insensitive: float)
     params: dict[str, Any] = {}
     for unit in space.units:
         low = drops[unit.name] <= insensitive
-        if len(unit.bits) > 1:
+        if space.method == "qat" and len(unit.bits) > 1:
             params[f"bits.{unit.name}"] = min(unit.bits) if low else (8 if 8 in unit.bits else max(unit.bits))
+        if space.method != "qat" and len(unit.recipes) > 1:
+            by_bits = sorted(unit.recipes, key=lambda r: parse_recipe(r)["bits"])
+            eight = [r for r in unit.recipes if parse_recipe(r)["bits"] == 8]
+            params[f"recipe.{unit.name}"] = by_bits[0] if low else (eight[0] if eight else by_bits[-1])
         if unit.sparsity.low != unit.sparsity.high:
             params[f"sparsity.{unit.name}"] = unit.sparsity.high if low else unit.sparsity.low
     return params

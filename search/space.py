@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from objectives.errors import ConfigError
-from objectives.policy import DistillPolicy, LayerPolicy, Policy
+from objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe, recipe_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,22 +57,24 @@ class UnitSpace:
     structures: tuple[str, ...] = ("unstructured",)
     clusters: tuple[int, ...] = (0,)
     width: FloatRange = FloatRange(1.0, 1.0)
+    recipes: tuple[str, ...] = ()  # post-training recipes (ptq/mixed), e.g. ("float", "dynamic_w4", "static_w8a16")
 
     def sample(self, trial: optuna.Trial, method: str) -> LayerPolicy:
-        """Suggest this unit's settings; conditional settings are sampled only where they matter."""
+        """Suggest this unit's settings.
+
+        With ``qat`` the weight bits are one parameter; with ``ptq``/``mixed`` one ``recipe`` parameter
+        chooses bits, mode and activation bits together among the combinations the layer's op accepts.
+        """
         n = self.name
-        bits = int(_categorical(trial, f"bits.{n}", self.bits))
-        ptq_mode, act_bits = "dynamic", 8
-        if method != "qat" and bits <= 8:
-            ptq_mode = _categorical(trial, f"ptq_mode.{n}", self.ptq_modes)
-            if ptq_mode == "static" and bits == 8:
-                act_bits = int(_categorical(trial, f"act_bits.{n}", self.act_bits))
+        if method == "qat":
+            quant: dict[str, Any] = {"bits": int(_categorical(trial, f"bits.{n}", self.bits))}
+        else:
+            quant = parse_recipe(_categorical(trial, f"recipe.{n}", self.recipes))
         structure = _categorical(trial, f"structure.{n}", self.structures)
         sparsity = 0.0 if structure == "2:4" else self.sparsity.sample(trial, f"sparsity.{n}")
         clusters = int(_categorical(trial, f"clusters.{n}", self.clusters))
         width = self.width.sample(trial, f"width.{n}")
-        return LayerPolicy(bits=bits, act_bits=act_bits, sparsity=sparsity, structure=structure,
-                           clusters=clusters, width=width, ptq_mode=ptq_mode)
+        return LayerPolicy(sparsity=sparsity, structure=structure, clusters=clusters, width=width, **quant)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,7 @@ class SearchSpace:
         *,
         no_2_by_4: Sequence[str] = (),
         full_width: Sequence[str] = (),
+        ptq_support: Mapping[str, set[str]] | None = None,
     ) -> SearchSpace:
         """Expand the space config over the model's layers.
 
@@ -105,6 +108,7 @@ class SearchSpace:
             layer_names: compressible layers of the model, in order.
             no_2_by_4: layers whose kernel cannot hold 2:4 sparsity (input axis not a multiple of 4).
             full_width: layers that must keep all their units (the output layer).
+            ptq_support: recipes each layer's op accepts (``ptq``/``mixed``); others are left out.
 
         Raises:
             ConfigError: a group pattern matches no layer, a layer is in two groups, or an override
@@ -133,6 +137,8 @@ class SearchSpace:
             accepted = [u for u, _ in unit_names]
             raise ConfigError(f"space.layers names {unknown}, which the model does not have; accepted: {accepted}")
         units = [cls._unit(space, name, members, techniques, no_2_by_4, full_width) for name, members in unit_names]
+        if space.method != "qat":
+            units = [cls._with_recipes(unit, ptq_support) for unit in units]
         distill = "distill" in techniques
         return cls(
             method=str(space.method),
@@ -169,6 +175,22 @@ class SearchSpace:
             clusters=tuple(int(k) for k in pick("clusters")) if "cluster" in techniques else (0,),
             width=width,
         )
+
+    @staticmethod
+    def _with_recipes(unit: UnitSpace, support: Mapping[str, set[str]] | None) -> UnitSpace:
+        wanted = []
+        for bits in unit.bits:
+            if bits >= 16:
+                wanted.append(recipe_name(bits))
+                continue
+            for mode in unit.ptq_modes:
+                for act in unit.act_bits if mode == "static" else (8,):
+                    wanted.append(recipe_name(bits, mode, act))
+        accepted = set.intersection(*(set(support[layer]) for layer in unit.layers)) if support else set(wanted)
+        recipes = tuple(r for r in wanted if r in accepted)
+        if not recipes:
+            raise ConfigError(f"no post-training recipe of space {wanted} fits '{unit.name}'; accepted there: {sorted(accepted)}")
+        return dataclasses.replace(unit, recipes=recipes)
 
     def sample(self, trial: optuna.Trial) -> Policy:
         """Suggest every parameter of one trial and return the policy they make."""

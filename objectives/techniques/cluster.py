@@ -27,12 +27,27 @@ def wrap_for_clustering(model: keras.Model, clusters: Mapping[str, int], preserv
         if not k:
             return layer
         return _clustering.cluster_weights(
-            layer, number_of_clusters=int(k),
+            layer, number_of_clusters=feasible_clusters(layer.kernel.numpy(), int(k)),
             cluster_centroids_init=_clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
             preserve_sparsity=layer.name in preserve_sparsity,
         )
 
     return keras.models.clone_model(model, clone_function=wrap)
+
+
+def feasible_clusters(kernel: np.ndarray, k: int) -> int:
+    """``k``, lowered until TF-MOT's k-means++ initialisation can place every centroid.
+
+    TF-MOT keeps one centroid at zero and splits the other ``k - 1`` between negative and positive
+    weights in proportion to their counts; each side needs at least as many weights as centroids.
+    The result never exceeds ``k``, so "at most k distinct values" still holds.
+    """
+    negative, positive = int(np.sum(kernel < 0)), int(np.sum(kernel > 0))
+    for candidate in range(k, 1, -1):
+        n_neg = int(np.round((candidate - 1) * negative / max(negative + positive, 1)))
+        if n_neg <= negative and candidate - 1 - n_neg <= positive:
+            return candidate
+    return 2
 
 
 def strip(model: keras.Model) -> keras.Model:

@@ -85,3 +85,31 @@ def test_a_narrower_student_has_fewer_filters_and_lower_latency(wide_bench) -> N
     assert student.metrics.latency_ms < teacher.metrics.latency_ms
     assert student.metrics.macs < teacher.metrics.macs / 8
     assert student.metrics.accuracy > 0.5
+
+
+def test_post_training_trial_records_what_the_file_holds(digits_bench) -> None:  # noqa: ANN001
+    policy = Policy({"conv1": LayerPolicy(bits=4, ptq_mode="dynamic"),
+                     "fc1": LayerPolicy(bits=8, act_bits=16, ptq_mode="static"),
+                     "logits": LayerPolicy(bits=16)}, method="ptq")
+    output = digits_bench.run(policy)
+    assert output.weight_types == {"conv1": "INT4", "fc1": "INT8", "logits": "FLOAT16"}
+    assert output.fallback == []
+    assert "finetune" not in output.timings  # no training
+    int16 = [e for e in tflite_file.tensors(output.tflite) if not e.is_constant and e.type == "INT16"]
+    assert int16, "a 16x8 layer must have int16 activations in the file"
+    assert output.metrics.accuracy >= digits_bench.reference.accuracy - 0.05
+
+
+def test_every_recipe_the_workbench_offers_is_accepted_by_the_quantizer(digits_bench) -> None:  # noqa: ANN001
+    from objectives.policy import parse_recipe
+
+    support = digits_bench.ptq_recipes()
+    assert set(support) == {"conv1", "fc1", "logits"}
+    assert "dynamic_w2" in support["fc1"] and "dynamic_w2" not in support["conv1"]  # LiteRT 2.3: 2-bit conv is wrong
+    stored = {2: "INT2", 4: "INT4", 8: "INT8", 16: "FLOAT16", 32: "FLOAT32"}
+    for layer in ("conv1", "fc1"):
+        for recipe in sorted(support[layer]):
+            fields = parse_recipe(recipe)
+            output = digits_bench.run(Policy({layer: LayerPolicy(**fields)}, method="ptq"))
+            assert output.weight_types[layer] == stored[fields["bits"]], recipe
+            assert output.fallback == [] and 0.0 <= output.metrics.accuracy <= 1.0

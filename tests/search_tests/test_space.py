@@ -17,9 +17,9 @@ LAYERS = ["conv1", "conv2", "fc1", "logits"]
 
 def test_default_space_has_one_entry_per_layer(tmp_path: Path) -> None:
     space = SearchSpace.from_config(compose_quick(tmp_path).space, LAYERS)
-    assert [layer.name for layer in space.layers] == LAYERS
-    assert all(layer.bits == (4, 8, 32) for layer in space.layers)
-    assert set(space.to_dict()["layers"]) == set(LAYERS)
+    assert [unit.name for unit in space.units] == LAYERS == space.layer_names
+    assert all(unit.bits == (4, 8, 32) for unit in space.units)
+    assert set(space.to_dict()["units"]) == set(LAYERS)
 
 
 def test_sampled_policies_stay_inside_the_space_and_validate(tmp_path: Path) -> None:
@@ -31,7 +31,9 @@ def test_sampled_policies_stay_inside_the_space_and_validate(tmp_path: Path) -> 
         policy = space.sample(trial)
         policy.validate()
         assert set(policy.layers) == set(LAYERS)
-        assert set(trial.params) == set(policy.flat_params())
+        flat = policy.flat_params()
+        assert set(trial.params) <= set(flat)
+        assert all(flat[k] == pytest.approx(v, abs=1e-6) for k, v in trial.params.items())
         for layer in policy.layers.values():
             assert layer.bits in (4, 8, 32) and 0.0 <= layer.sparsity <= 0.9
             seen_bits.add(layer.bits)
@@ -62,3 +64,29 @@ def test_an_override_for_a_missing_layer_is_an_error(tmp_path: Path) -> None:
     cfg = compose_quick(tmp_path, "+space.layers.conv7={bits:[8]}")
     with pytest.raises(ConfigError, match=r"space.layers names \['conv7'\], which the model does not have"):
         SearchSpace.from_config(cfg.space, LAYERS)
+
+
+def test_ptq_space_samples_only_recipes_the_layer_accepts(tmp_path: Path) -> None:
+    support = {"conv1": {"float", "fp16", "dynamic_w4", "dynamic_w8", "static_w8a8"},
+               "conv2": {"float", "dynamic_w8"}, "fc1": {"float", "dynamic_w2", "dynamic_w8", "static_w8a16"},
+               "logits": {"float", "weight_only_w4", "dynamic_w8"}}
+    space = SearchSpace.from_config(compose_quick(tmp_path, "space=ptq").space, LAYERS, ptq_support=support)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen: set[str] = set()
+    for _ in range(60):
+        trial = study.ask()
+        policy = space.sample(trial)
+        policy.validate()
+        assert policy.method == "ptq"
+        for name in LAYERS:
+            recipe = trial.params.get(f"recipe.{name}")
+            assert recipe in support[name]
+            seen.add(recipe)
+        study.tell(trial, 0.0)
+    assert {"fp16", "static_w8a16", "dynamic_w2", "weight_only_w4"} <= seen
+
+
+def test_a_ptq_layer_with_no_accepted_recipe_is_an_error(tmp_path: Path) -> None:
+    cfg = compose_quick(tmp_path, "space=ptq", "space.bits=[2]", "space.ptq_modes=[weight_only]")
+    with pytest.raises(ConfigError, match=r"no post-training recipe of space \['weight_only_w2'\] fits 'conv1'"):
+        SearchSpace.from_config(cfg.space, LAYERS, ptq_support={n: {"float", "dynamic_w2"} for n in LAYERS})
