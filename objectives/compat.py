@@ -8,7 +8,10 @@ Keras imports it from here.
 from __future__ import annotations
 
 import os
+import warnings
 
+# Every QAT conversion warns that input statistics are missing; QAT models carry their own ranges.
+warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
