@@ -97,7 +97,7 @@ def run(cfg: DictConfig) -> SweepResult:
     check_reachable(cfg.tracking.uri)
     from tqdm.auto import tqdm
 
-    from search import baselines, pareto, sensitivity
+    from search import baselines, pareto, report, sensitivity
     from search.space import SearchSpace
     from search.study import TrialRunner, count_finished, dump_space, open_study, run_trials
     from search.tracking import Tracker, dumps
@@ -151,9 +151,14 @@ def run(cfg: DictConfig) -> SweepResult:
         bar = tqdm(total=cfg.study.n_trials, initial=min(count_finished(study), cfg.study.n_trials), desc="trials",
                    unit="trial", disable=not cfg.progress, file=sys.stdout)
 
+        def refresh_report() -> None:
+            tracker.log_study_files(report.build(study, directions, presets, reference))
+
         def on_trial_end(state: Any, finished: int) -> None:
             front = pareto.front(study)
             tracker.update_pareto(pareto.front_run_ids(front))
+            if cfg.tracking.report_every > 0 and len(study.trials) % cfg.tracking.report_every == 0:
+                refresh_report()
             bar.n = min(finished, cfg.study.n_trials)
             bar.set_postfix(front=len(front), last=state.name)
             bar.refresh()
@@ -161,6 +166,7 @@ def run(cfg: DictConfig) -> SweepResult:
         run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, on_trial_end)
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
+        refresh_report()
         dominated = baselines.dominance(presets, front)
         tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front),
                                    "presets_dominated": sum(v is not None for v in dominated.values())})

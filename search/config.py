@@ -194,6 +194,7 @@ class TrackingConfig:
     uri: str = "sqlite:///${paths.store_dir}/mlflow.db"
     artifact_location: str = "${paths.store_dir}/artifacts"
     experiment: str = "${study.name}"
+    report_every: int = 10  # refresh the study report on the parent run every N trials (and at the end)
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ never a COMPLETE one without its files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import traceback
 from collections.abc import Callable, Mapping
@@ -28,6 +29,8 @@ from search.tracking import Tracker, dumps
 log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 FEASIBLE_ATTR = "feasible"
+POLICY_ATTR = "policy"
+TFLITE_SHA256_TAG = "litesweep.tflite_sha256"
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -133,12 +136,14 @@ class TrialRunner:
             feasible = all(v <= 0 for v in violations.values())
             trial.set_user_attr(pareto.METRICS_ATTR, metrics)
             trial.set_user_attr(FEASIBLE_ATTR, feasible)
+            trial.set_user_attr(POLICY_ATTR, policy.to_dict())
             extra_metrics, tags = trial_record(output)
             self.tracker.log_trial(
                 run_id,
                 params={},
                 metrics={**metrics, **extra_metrics},
-                tags={**tags, "litesweep.feasible": str(feasible).lower()},
+                tags={**tags, "litesweep.feasible": str(feasible).lower(),
+                      TFLITE_SHA256_TAG: hashlib.sha256(output.tflite).hexdigest()},
                 files={"model.tflite": output.tflite, "policy.json": policy.to_json()},
             )
             self.study.tell(trial, values)
