@@ -61,7 +61,7 @@ def compose_config(overrides: Sequence[str], conf_dir: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def precheck(argv: Sequence[str], conf_dir: str) -> None:
+def precheck(argv: Sequence[str], conf_dir: str, prog: str = "litesweep") -> None:
     """Compose and validate the command line's overrides; on a problem print one line and exit 2."""
     if any(a.split("=")[0] in _HYDRA_FLAGS for a in argv) or any(a in ("-m", "--multirun") for a in argv):
         return
@@ -71,5 +71,5 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         schema.validate(cfg)
     except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, LitesweepError) as exc:
         message = str(exc) if isinstance(exc, LitesweepError) else describe(exc)
-        print(f"litesweep: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

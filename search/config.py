@@ -34,6 +34,7 @@ DATA_SOURCES = ("mnist5k", "digits")
 METHODS = ("qat", "ptq", "mixed")
 TECHNIQUES = ("quantize", "prune", "cluster", "distill", "width")
 SENSITIVITY_USES = ("report", "narrow", "seed")
+PREFERENCES = ("smallest", "fastest", "most_accurate", "knee")
 
 
 @dataclasses.dataclass
@@ -198,6 +199,32 @@ class TrackingConfig:
 
 
 @dataclasses.dataclass
+class PickConfig:
+    """``litesweep-pick``: choose a front trial by constraints and a preference, export and register it."""
+
+    prefer: str = "knee"
+    min_accuracy: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None
+    max_size_bytes: Optional[float] = None
+    max_latency_ms: Optional[float] = None
+    trial: Optional[int] = None  # pick this trial number instead (it must be on the front)
+    output_dir: str = "${paths.output_dir}/picked/${study.name}"
+    register: Optional[str] = None  # MLflow registered model name; null = do not register
+    alias: str = "champion"
+
+
+@dataclasses.dataclass
+class ApplyConfig:
+    """``litesweep-apply``: rebuild a model from a logged policy and the base model, and compare."""
+
+    policy: Optional[str] = None  # a policy.json file
+    run_id: Optional[str] = None  # or the MLflow run of a trial (its policy.json and logged metrics)
+    output_dir: str = "${paths.output_dir}/applied"
+    accuracy_tolerance: float = 1.0  # points; training trials are not bit-reproducible across runs
+    size_tolerance: float = 0.02  # share of size_bytes
+
+
+@dataclasses.dataclass
 class LitesweepConfig:
     """The whole configuration."""
 
@@ -210,6 +237,8 @@ class LitesweepConfig:
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     sensitivity: SensitivityConfig = dataclasses.field(default_factory=SensitivityConfig)
+    pick: PickConfig = dataclasses.field(default_factory=PickConfig)
+    apply: ApplyConfig = dataclasses.field(default_factory=ApplyConfig)
     progress: bool = True
 
 
@@ -338,5 +367,10 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} must be an integer >= 1")
     if cfg.finetune.learning_rate <= 0:
         raise ConfigError(f"finetune.learning_rate = {cfg.finetune.learning_rate!r} must be > 0")
+    _check_choice(cfg.pick.prefer, PREFERENCES, "pick.prefer")
+    for key in ("min_accuracy", "max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
+        value = cfg.pick[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"pick.{key} = {value!r} must be a number or null")
     if cfg.latency.min_runs < 50:
         raise ConfigError(f"latency.min_runs = {cfg.latency.min_runs!r} is too few; accepted: >= 50")
