@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sweep test test-slow ui clean
+.PHONY: install browser sweep test test-slow ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -21,8 +21,16 @@ install: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/litesweep $(ARGS)
 
+## Debian's Chromium and ChromeDriver, for the MLflow UI browser test (installed when missing; needs root)
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "make: chromium/chromium-driver missing and not root: the browser test will be skipped" >&2; fi; \
+	fi
+
 ## Quick test tier (under ~10 minutes on 2 cores)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## Slow tier: full sweeps

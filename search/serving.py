@@ -19,7 +19,8 @@ class TfliteModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:  # noqa: D102
         self._tflite = Path(context.artifacts["tflite"]).read_bytes()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:  # noqa: D102
+    # Left unannotated on purpose: MLflow infers a signature from type hints, the logged one is explicit.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, D102
         from objectives.runtime import predict
 
         x = np.asarray(model_input, dtype=np.float32)
