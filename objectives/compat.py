@@ -25,4 +25,12 @@ from ai_edge_litert import interpreter as litert  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["keras", "litert", "tf", "tfmot"]
+
+
+def limit_threads(threads: int) -> None:
+    """Cap TensorFlow's CPU threads (a worker's share of the cores); call before the first op runs."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+__all__ = ["keras", "limit_threads", "litert", "tf", "tfmot"]

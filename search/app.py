@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> SweepResult:
 
     from search import baselines, pareto, report, sensitivity
     from search.space import SearchSpace
-    from search.study import TrialRunner, count_finished, dump_space, open_study, run_trials
+    from search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
     from search.tracking import Tracker, dumps
 
     # TensorFlow is imported only now, after every cheap check has passed.
@@ -147,7 +147,10 @@ def run(cfg: DictConfig) -> SweepResult:
             elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
                 study.enqueue_trial(sensitivity.seed_params(space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
 
-        runner = TrialRunner(study, space, bench, tracker, directions, constraints)
+        stale = recover_stale_trials(study, tracker)
+        if stale:
+            log.warning("trials %s were left RUNNING by a dead worker: marked FAIL (MLflow: KILLED) and retried", stale)
+        runner = TrialRunner(study, space, bench, tracker, directions, constraints, cfg.study.inject_failures)
         bar = tqdm(total=cfg.study.n_trials, initial=min(count_finished(study), cfg.study.n_trials), desc="trials",
                    unit="trial", disable=not cfg.progress, file=sys.stdout)
 
@@ -163,7 +166,12 @@ def run(cfg: DictConfig) -> SweepResult:
             bar.set_postfix(front=len(front), last=state.name)
             bar.refresh()
 
-        run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, on_trial_end)
+        if cfg.study.n_workers > 1:
+            bar.disable = True
+            run_workers(cfg, space, parent_id)
+            tracker.reload_pareto_state()
+        else:
+            run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
@@ -192,6 +200,65 @@ def run(cfg: DictConfig) -> SweepResult:
         front_trial_numbers=[t.number for t in front], reference=reference, presets=presets,
         presets_dominated=dominated,
     )
+
+
+def run_workers(cfg: DictConfig, space: Any, parent_run_id: str) -> None:
+    """Run ``study.n_workers`` worker processes on the study, each with its share of the cores.
+
+    Workers load the already-trained base model from the cache and join the study's parent run.
+
+    Raises:
+        LitesweepError: a worker ended with an error.
+    """
+    import multiprocessing
+
+    workers = int(cfg.study.n_workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
+    container = OmegaConf.to_container(cfg, resolve=True)
+    processes = [context.Process(target=_worker, args=(container, space, parent_run_id, threads), name=f"litesweep-worker-{i}")
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    bad = [p.name for p in processes if p.exitcode != 0]
+    if bad:
+        raise LitesweepError(f"worker(s) {bad} ended with an error; the study keeps every finished trial")
+
+
+def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> None:
+    """One worker process: the same trial loop as a single-process sweep."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from objectives.compat import limit_threads
+
+    limit_threads(threads)
+    from search import pareto
+    from search.study import TrialRunner, open_study, run_trials
+    from search.tracking import Tracker
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = OmegaConf.create(container)
+    bench, _ = build_workbench(cfg)
+    directions = dict(zip(cfg.study.objectives, cfg.study.directions))
+    study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed + os.getpid(), directions)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    tracker.attach(parent_run_id)
+    runner = TrialRunner(study, space, bench, tracker, directions, dict(cfg.study.constraints or {}), cfg.study.inject_failures)
+
+    def on_trial_end(state: Any, finished: int) -> None:
+        tracker.reload_pareto_state()
+        tracker.update_pareto(pareto.front_run_ids(pareto.front(study)))
+        log.warning("%s: trial %s, %d/%d finished", multiprocessing_name(), state.name, finished, cfg.study.n_trials)
+
+    run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
+
+
+def multiprocessing_name() -> str:
+    """This worker's process name."""
+    import multiprocessing
+
+    return multiprocessing.current_process().name
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

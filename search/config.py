@@ -182,6 +182,9 @@ class StudyConfig:
     directions: list[str] = dataclasses.field(default_factory=lambda: ["maximize", "minimize", "minimize"])
     storage: str = "${paths.store_dir}/optuna.journal"
     max_consecutive_failures: int = 5
+    max_failure_rate: float = 0.5  # end the study when more than this share of a run's trials fail (after 5)
+    inject_failures: float = 0.0  # testing: this share of trials raises on purpose (fault injection)
+    n_workers: int = 1  # worker processes on this machine sharing the study (and the cores)
     # metric name -> upper bound (e.g. {accuracy_drop: 1.0, size_bytes: 60000}); infeasible trials are
     # kept and marked, and the front is made of feasible trials only.
     constraints: Any = None
@@ -323,6 +326,11 @@ def validate(cfg: Any) -> None:
         _check_choice(metric, METRIC_NAMES, "study.constraints key")
         if isinstance(bound, bool) or not isinstance(bound, (int, float)):
             raise ConfigError(f"study.constraints.{metric} = {bound!r} must be a number (an upper bound)")
+    for key in ("max_failure_rate", "inject_failures"):
+        if not 0.0 <= cfg.study[key] <= 1.0:
+            raise ConfigError(f"study.{key} = {cfg.study[key]!r} is out of range; accepted: 0.0 to 1.0")
+    if cfg.study.n_workers < 1:
+        raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} must be an integer >= 1")
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
     if not cfg.study.objectives:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
+import random
+import socket
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -33,16 +38,77 @@ POLICY_ATTR = "policy"
 TFLITE_SHA256_TAG = "litesweep.tflite_sha256"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """A database URL gives an RDB storage; any other string is a journal file path.
+HEARTBEAT_INTERVAL_S = 20
+HEARTBEAT_GRACE_S = 90
+WORKER_ATTR = "worker"
+RETRY_OF_ATTR = "retry_of"
 
-    Journal files are Optuna's recommendation for several processes on one machine.
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """A database URL gives an RDB storage (with Optuna's heartbeat, so trials of a dead worker on any
+    machine are failed and retried once); any other string is a journal file path (Optuna's
+    recommendation for several processes on one machine; dead local workers are found by pid).
     """
     if "://" in url:
-        return RDBStorage(url)
+        return RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        )
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def worker_id() -> str:
+    """``host:pid:start`` of this process; the start time tells a reused pid from the original process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _alive(worker: str) -> bool:
+    host, pid, start = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine: only the RDB heartbeat can tell
+    return Path(f"/proc/{pid}").exists() and _start_ticks(int(pid)) == start
+
+
+def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Fail trials left RUNNING by a dead worker, retry each once, and end their MLflow runs as KILLED.
+
+    Returns:
+        The numbers of the trials that were failed here.
+    """
+    failed: list[int] = []
+    optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeat older than the grace period
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if worker is None or _alive(worker):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        failed.append(trial.number)
+        retry(study, trial)
+    states = {t.user_attrs.get(pareto.RUN_ID_ATTR): t.state for t in study.get_trials(deepcopy=False)}
+    for run in tracker.trial_runs(status="RUNNING"):
+        state = states.get(run.info.run_id)
+        if state is not None and state != TrialState.RUNNING:
+            tracker.end_trial(run.info.run_id, state.name, "KILLED", note="its worker died; the trial was failed and retried")
+    return failed
+
+
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Enqueue the same parameters once more (never a retry of a retry)."""
+    if RETRY_OF_ATTR in trial.user_attrs or not trial.params:
+        return
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -117,14 +183,26 @@ class TrialRunner:
     tracker: Tracker
     directions: Mapping[str, str]
     constraints: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    inject_failures: float = 0.0
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
         trial = self.study.ask()
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         run_id = self.tracker.start_trial(self.study.study_name, trial.number)
         trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
+        heartbeat = get_heartbeat_thread(trial._trial_id, self.study._storage)
+        heartbeat.start()
+        try:
+            return self._run(trial, run_id)
+        finally:
+            heartbeat.join()
+
+    def _run(self, trial: optuna.Trial, run_id: str) -> TrialState:
         try:
             policy = self.space.sample(trial)
+            if self.inject_failures and random.Random(f"{self.study.study_name}:{trial.number}").random() < self.inject_failures:
+                raise RuntimeError(f"failure injected on purpose (study.inject_failures = {self.inject_failures})")
             self.tracker.log_params(run_id, policy.flat_params())
             self.bench.check(policy)
             output = self.bench.run(policy)
@@ -155,7 +233,8 @@ class TrialRunner:
             return TrialState.PRUNED
         except KeyboardInterrupt:
             self.study.tell(trial, state=TrialState.FAIL)
-            self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback.format_exc())
+            self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback.format_exc(), note="interrupted (Ctrl-C); retried on the next run")
+            retry(self.study, self.study.trials[trial.number])
             raise
         except ConfigError:
             # A policy the model cannot take is a configuration problem, not a bad trial: stop.
@@ -169,27 +248,56 @@ class TrialRunner:
             return TrialState.FAIL
 
 
+MIN_TRIALS_FOR_FAILURE_RATE = 5
+
+
 def run_trials(
     runner: TrialRunner,
     n_trials: int,
     max_consecutive_failures: int,
+    max_failure_rate: float,
     on_trial_end: Callable[[TrialState, int], None],
 ) -> None:
-    """Run trials until the study holds ``n_trials`` finished ones.
+    """Run trials until the study holds ``n_trials`` finished ones (counting every worker's).
+
+    A trial is only started while finished plus running trials are fewer than ``n_trials``, so
+    several workers on one study do not overshoot it.
 
     Raises:
-        LitesweepError: ``max_consecutive_failures`` trials failed in a row.
+        LitesweepError: ``max_consecutive_failures`` trials failed in a row, or more than
+            ``max_failure_rate`` of this run's trials failed (after at least 5).
     """
-    failures = 0
-    while (done := count_finished(runner.study)) < n_trials:
+    consecutive = failed = ran = 0
+    study = runner.study
+    while True:
+        done = count_finished(study)
+        if done >= n_trials:
+            return
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if done + running >= n_trials and not _has_waiting(study):
+            # Other workers are finishing the last trials; if one dies, its trial is failed and retried.
+            recover_stale_trials(study, runner.tracker)
+            time.sleep(1.0)
+            continue
         state = runner()
-        failures = failures + 1 if state == TrialState.FAIL else 0
-        on_trial_end(state, done + (state in FINISHED_STATES))
-        if failures >= max_consecutive_failures:
+        ran += 1
+        consecutive = consecutive + 1 if state == TrialState.FAIL else 0
+        failed += state == TrialState.FAIL
+        on_trial_end(state, count_finished(study))
+        if consecutive >= max_consecutive_failures:
             raise LitesweepError(
-                f"{failures} trials failed in a row (study.max_consecutive_failures = {max_consecutive_failures}); "
+                f"{consecutive} trials failed in a row (study.max_consecutive_failures = {max_consecutive_failures}); "
                 "see traceback.txt on the FAILED trial runs"
             )
+        if ran >= MIN_TRIALS_FOR_FAILURE_RATE and failed / ran > max_failure_rate:
+            raise LitesweepError(
+                f"{failed} of {ran} trials failed ({failed / ran:.0%}), above study.max_failure_rate = {max_failure_rate:.0%}; "
+                "see traceback.txt on the FAILED trial runs"
+            )
+
+
+def _has_waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def dump_space(space: SearchSpace) -> str:

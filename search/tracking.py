@@ -86,10 +86,7 @@ class Tracker:
             _log_params(self.client, run_id, params)
             resumed = False
         self.parent_run_id = run_id
-        self._pareto_state = {
-            r.info.run_id: r.data.tags.get(TAG_PARETO) == "true"
-            for r in self.trial_runs()
-        }
+        self.reload_pareto_state()
         return run_id, resumed
 
     def close_study_run(self, status: str = "FINISHED") -> None:
@@ -175,6 +172,15 @@ class Tracker:
             max_results=100,
         )
 
+    def attach(self, parent_run_id: str) -> None:
+        """Use an existing parent run (a worker process joining a study another process opened)."""
+        self.parent_run_id = parent_run_id
+        self.reload_pareto_state()
+
+    def reload_pareto_state(self) -> None:
+        """Read every trial run's ``litesweep.pareto`` tag again (other workers may have changed them)."""
+        self._pareto_state = {r.info.run_id: r.data.tags.get(TAG_PARETO) == "true" for r in self.trial_runs()}
+
     def update_pareto(self, front_run_ids: Iterable[str]) -> int:
         """Keep ``litesweep.pareto`` current on every trial run; only changed tags are written.
 
@@ -191,14 +197,15 @@ class Tracker:
                 changed += 1
         return changed
 
-    def trial_runs(self) -> list[mlflow.entities.Run]:
-        """Every trial run of this study (all pages)."""
+    def trial_runs(self, status: str | None = None) -> list[mlflow.entities.Run]:
+        """Every trial run of this study (all pages), optionally only those with an MLflow ``status``."""
         assert self.parent_run_id is not None
         runs, token = [], None
+        wanted = f" and attributes.status = '{status}'" if status else ""
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'",
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'{wanted}",
                 max_results=1000, page_token=token,
             )
             runs.extend(page)

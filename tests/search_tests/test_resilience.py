@@ -1,0 +1,120 @@
+"""No trial is lost: injected failures, a worker killed with SIGKILL, several workers on one study."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from objectives.errors import LitesweepError
+from search.app import SweepResult, run
+from tests.conftest import QUICK_OVERRIDES, compose_quick
+
+# A FAIL trial is FAILED in MLflow when it raised, KILLED when its worker died or was interrupted.
+STATUS = {TrialState.COMPLETE: {"FINISHED"}, TrialState.FAIL: {"FAILED", "KILLED"}, TrialState.PRUNED: {"KILLED"}}
+
+
+def _study(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)))
+
+
+def _assert_stores_agree(result: SweepResult) -> list[optuna.trial.FrozenTrial]:
+    """Optuna and MLflow agree trial by trial: run id <-> trial number, state <-> status. No RUNNING anywhere."""
+    study = _study(result.storage, result.study_name)
+    client = MlflowClient(result.tracking_uri)
+    runs = {r.info.run_id: r for r in client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'",
+                                                         max_results=1000)}
+    assert len(runs) == len(study.trials), "one MLflow run per Optuna trial"
+    for t in study.trials:
+        assert t.state != TrialState.RUNNING
+        r = runs[t.user_attrs["mlflow_run_id"]]
+        assert int(r.data.tags["litesweep.trial_number"]) == t.number
+        assert r.info.status in STATUS[t.state], (t.number, t.state, r.info.status)
+        if r.info.status == "KILLED" and t.state == TrialState.FAIL:
+            assert "worker died" in r.data.tags["litesweep.note"] or "interrupted" in r.data.tags["litesweep.note"]
+        assert r.data.tags["litesweep.state"] == t.state.name
+    assert not client.search_runs([result.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    return study.trials
+
+
+def test_injected_failures_are_recorded_in_both_stores_and_the_study_reaches_its_target(tmp_path: Path) -> None:
+    result = run(compose_quick(tmp_path, "study.n_trials=4", "study.inject_failures=0.4", "study.presets=false",
+                               "study.max_consecutive_failures=20", "study.max_failure_rate=0.9"))
+    trials = _assert_stores_agree(result)
+    assert result.n_finished == 4
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    expected = [t.number for t in trials if random.Random(f"{result.study_name}:{t.number}").random() < 0.4]
+    assert [t.number for t in failed] == expected and failed, "the seeded injection decides which trials fail"
+    client = MlflowClient(result.tracking_uri)
+    for t in failed:
+        files = {a.path for a in client.list_artifacts(t.user_attrs["mlflow_run_id"])}
+        assert "traceback.txt" in files and "model.tflite" not in files
+
+
+def test_too_many_failures_end_the_study_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(LitesweepError, match=r"5 of 5 trials failed \(100%\), above study.max_failure_rate = 50%"):
+        run(compose_quick(tmp_path, "study.n_trials=10", "study.inject_failures=1.0", "study.presets=false",
+                          "study.max_consecutive_failures=100"))
+
+
+def _count_finished_runs(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                                "where t.key = 'litesweep.role' and t.value = 'trial' and r.status = 'FINISHED'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_sweep_killed_with_sigkill_resumes_without_losing_a_trial(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", "study.n_trials=5",
+            "study.presets=false", f"hydra.run.dir={tmp_path}/hydra"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    deadline = time.time() + 300
+    while _count_finished_runs(db) < 2:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(random.Random().uniform(0.0, 2.0))  # a random point: mid-trial, mid-logging or between trials
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    cfg = compose_quick(tmp_path, "study.n_trials=5", "study.presets=false")
+    before = {t.number: t.values for t in _study(cfg.study.storage, cfg.study.name).trials if t.state == TrialState.COMPLETE}
+    assert len(before) >= 2
+    result = run(cfg)
+    trials = _assert_stores_agree(result)
+    after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+    assert {n: after.get(n) for n in before} == before, "every trial finished before the kill is still there"
+    assert result.n_finished == 5
+    parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+
+
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    result = run(compose_quick(tmp_path, "study.n_trials=4", "study.n_workers=2", "study.presets=false"))
+    trials = _assert_stores_agree(result)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 4 <= len(complete) <= 5  # a worker may finish the trial it started while the other reached the target
+    assert len({t.number for t in trials}) == len(trials)
+    workers = {t.user_attrs["worker"].rsplit(":", 2)[1] for t in complete}
+    assert len(workers) == 2, "both worker processes ran trials"
+    front = {t.number for t in _study(result.storage, result.study_name).best_trials}
+    client = MlflowClient(result.tracking_uri)
+    tagged = {int(r.data.tags["litesweep.trial_number"]) for r in client.search_runs(
+        [result.experiment_id], filter_string="tags.`litesweep.pareto` = 'true'")}
+    assert tagged == front
