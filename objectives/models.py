@@ -12,7 +12,7 @@ from pathlib import Path
 
 from objectives.compat import keras, tf
 from objectives.data import Dataset
-from objectives.errors import ConfigError
+from objectives.errors import ConfigError, ModelError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,3 +109,61 @@ def fresh_copy(model: keras.Model) -> keras.Model:
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def load_model(path: str | Path, trust_code: bool = False) -> tuple[keras.Model, list[str]]:
+    """Load a user's Keras model (``.keras``, ``.h5`` or a SavedModel directory), safely.
+
+    ``.keras`` files load with Keras' ``safe_mode``: a ``Lambda`` layer (arbitrary Python) is refused
+    unless ``trust_code`` is set. ``.h5`` files carry Lambda code as bytecode with no safe mode, so
+    their config is read first and Lambda layers are refused the same way.
+
+    Returns:
+        The model and the names of layers with weights that no technique supports (left float).
+
+    Raises:
+        ModelError: the path is missing, is not a Keras model, holds refused code, or is a
+            subclassed model (TF-MOT can only clone Sequential and Functional models).
+    """
+    path = Path(path)
+    accepted = "accepted: a .keras or .h5 file or a SavedModel directory"
+    if not path.exists():
+        raise ModelError(f"model.path = '{path}' does not exist; {accepted}")
+    if path.suffix == ".h5" and not trust_code:
+        _refuse_h5_lambda(path)
+    try:
+        if path.suffix == ".keras":
+            model = keras.models.load_model(path, compile=False, safe_mode=not trust_code)
+        else:
+            model = keras.models.load_model(path, compile=False)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a file it cannot read
+        text = " ".join(str(exc).split())
+        if "Could not locate class" in text:
+            name = text.split("Could not locate class", 1)[1].split(".")[0].strip(" '")
+            raise ModelError(f"model.path = '{path}' uses class '{name}', a subclassed or custom class Keras cannot rebuild; "
+                             "accepted: a Sequential or Functional model of built-in layers") from exc
+        if "Lambda" in text or "safe_mode" in text:
+            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; set model.trust_code=true only for a file you trust") from exc
+        raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); {accepted}") from exc
+    if not getattr(model, "_is_graph_network", False):
+        raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
+    from objectives.inventory import compressible_layers
+
+    compressible = {info.name for info in compressible_layers(model)}
+    unsupported = [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]
+    return model, unsupported
+
+
+def _refuse_h5_lambda(path: Path) -> None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+    except OSError as exc:
+        raise ModelError(f"model.path = '{path}' is not an HDF5 Keras model ({exc}); accepted: a .keras or .h5 file or a SavedModel directory") from exc
+    text = config.decode() if isinstance(config, bytes) else str(config or "")
+    if '"class_name": "Lambda"' in text:
+        raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; set model.trust_code=true only for a file you trust")

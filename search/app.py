@@ -62,9 +62,17 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
 
     data = load_dataset(cfg.data.source, name=cfg.data.name, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
-    spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"})
-    model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
-    log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
+    if cfg.model.path:
+        from objectives.models import load_model
+
+        model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code)
+        training = {"cache_key": f"file:{Path(cfg.model.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
+        if unsupported:
+            log.warning("layers no technique supports, left float: %s", unsupported)
+    else:
+        spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "path", "trust_code")})
+        model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
+        log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
     lat = cfg.latency
     backend = None
     if lat.backend == "command":
@@ -92,9 +100,11 @@ def run(cfg: DictConfig) -> SweepResult:
             the configuration has been checked.
     """
     validate(cfg)
-    from search.tracking import check_reachable
+    from search.preflight import check_output_dir, check_storage, check_tracking, mask
 
-    check_reachable(cfg.tracking.uri)
+    check_output_dir(cfg.paths.output_dir)
+    check_tracking(cfg.tracking.uri)
+    check_storage(cfg.study.storage)
     from tqdm.auto import tqdm
 
     from search import baselines, pareto, report, sensitivity
@@ -117,15 +127,16 @@ def run(cfg: DictConfig) -> SweepResult:
     versions = {f"litesweep.version.{p}": importlib.metadata.version(p) for p in VERSIONED}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     parent_id, resumed = tracker.open_study_run(
-        study.study_name, params=_flatten(resolved),
-        tags={**versions, "litesweep.seed": str(cfg.study.seed), "litesweep.storage": str(cfg.study.storage),
-              "litesweep.base_model": training["cache_key"]},
+        study.study_name, params={k: mask(str(v)) for k, v in _flatten(resolved).items()},
+        tags={**versions, "litesweep.seed": str(cfg.study.seed), "litesweep.storage": mask(str(cfg.study.storage)),
+              "litesweep.base_model": training["cache_key"],
+              "litesweep.unsupported_layers": ",".join(training.get("unsupported_layers", [])) or "none"},
     )
     study.set_user_attr("mlflow_parent_run_id", parent_id)
     reference = bench.reference.measurement.metrics.as_dict()
     tracker.log_study_metrics({f"reference.{k}": v for k, v in reference.items()} | {"base_model.epochs": training["epochs"]})
     tracker.log_study_files({
-        "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+        "config.yaml": mask(OmegaConf.to_yaml(cfg, resolve=True)),
         "search_space.json": dump_space(space),
         "reference.json": dumps({"metrics": reference, "delegate": bench.reference.measurement.delegate, "training": training}),
         "model_float32.tflite": bench.reference.tflite,
@@ -193,7 +204,7 @@ def run(cfg: DictConfig) -> SweepResult:
     if presets:
         print("\nPresets dominated on (accuracy, size_bytes) by a front trial: "
               + ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in dominated.items()))
-    print(f"\nBrowse it: mlflow ui --backend-store-uri '{cfg.tracking.uri}' --host 127.0.0.1 --port 5000")
+    print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
     return SweepResult(
         study_name=study.study_name, storage=str(cfg.study.storage), tracking_uri=cfg.tracking.uri,
         experiment_id=tracker.experiment_id, parent_run_id=parent_id, n_finished=n_finished,
@@ -266,7 +277,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except LitesweepError as exc:
-        print(f"litesweep: error: {exc}", file=sys.stderr)
+        from search.preflight import mask
+
+        print(f"litesweep: error: {mask(str(exc))}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -71,6 +72,8 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    path: Optional[str] = None  # a trained model (.keras, .h5, SavedModel dir) instead of the built CNN
+    trust_code: bool = False  # allow Lambda layers (arbitrary code) in model.path
 
 
 @dataclasses.dataclass
@@ -375,6 +378,8 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} must be an integer >= 1")
     if cfg.finetune.learning_rate <= 0:
         raise ConfigError(f"finetune.learning_rate = {cfg.finetune.learning_rate!r} must be > 0")
+    if cfg.model.path and not Path(cfg.model.path).exists():
+        raise ConfigError(f"model.path = '{cfg.model.path}' does not exist; accepted: a .keras or .h5 file or a SavedModel directory")
     _check_choice(cfg.pick.prefer, PREFERENCES, "pick.prefer")
     for key in ("min_accuracy", "max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
         value = cfg.pick[key]

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from search import pareto
 
 log = logging.getLogger(__name__)
+LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", "latency_ms")
 COLOURS = {"front": "#1f77b4", "feasible": "#9e9e9e", "infeasible": "#d62728", "preset": "#ff7f0e", "reference": "#000000"}
 
 
@@ -86,6 +87,7 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
     import matplotlib.pyplot as plt
 
     pairs = list(itertools.combinations(metrics, 2))
+    plt.style.use("default")  # Optuna's matplotlib plots switch the global style
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.4), squeeze=False)
     points = _points(study)
     for ax, (x, y) in zip(axes[0], pairs):
@@ -99,8 +101,10 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
             ax.scatter([m[x]], [m[y]], c=COLOURS["preset"], marker="*", s=140, zorder=4)
             ax.annotate(name, (m[x], m[y]), textcoords="offset points", xytext=(4, 4), fontsize=7, color=COLOURS["preset"])
         ax.scatter([reference[x]], [reference[y]], c=COLOURS["reference"], marker="D", s=50, label="float32", zorder=4)
-        if x in ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs"):
+        if x in LOG_SCALED:
             ax.set_xscale("log")
+        if y in LOG_SCALED:
+            ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)

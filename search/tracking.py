@@ -214,25 +214,6 @@ class Tracker:
                 return runs
 
 
-def check_reachable(uri: str) -> None:
-    """Fail fast (before any training) when the tracking store cannot be reached.
-
-    A local SQLite store is only checked for writability (nothing is created yet); any other URI
-    is asked for one experiment.
-    """
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):]).resolve()
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if (existing == path and not os.access(path, os.W_OK)) or (existing != path and not os.access(existing, os.W_OK)):
-            raise ConfigError(f"tracking.uri = {uri!r}: {existing} is not writable; accepted: a path this user can write")
-        return
-    try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"tracking.uri = {uri!r} cannot be reached ({first[:200]})") from exc
-
-
 def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch

@@ -1,0 +1,87 @@
+"""Checks that run before any training and before anything is written: stores reachable, paths writable.
+
+Every failure is a one-line ``ConfigError`` with credentials masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from objectives.errors import ConfigError
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<secret>[^@\s]*)@", re.IGNORECASE)
+
+
+def mask(text: str) -> str:
+    """Hide the password of every ``scheme://user:password@host`` in ``text``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def _writable(path: Path, what: str) -> None:
+    path = path.resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what} = '{path}' cannot be created: '{existing}' is a file; accepted: a directory this user can write")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{what} = '{path}' is not writable ('{existing}'); accepted: a directory this user can write")
+
+
+def check_output_dir(path: str) -> None:
+    """``paths.output_dir`` must be a directory (or creatable under one) this user can write."""
+    _writable(Path(path), "paths.output_dir")
+
+
+def check_tracking(uri: str) -> None:
+    """The MLflow store answers: a local SQLite file's folder is writable, a server answers ``/health``."""
+    if uri.startswith("sqlite:///"):
+        _writable(Path(uri[len("sqlite:///"):]).parent, "tracking.uri folder")
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise ConfigError(f"tracking.uri = '{mask(uri)}' cannot be reached ({reason}); start the tracking server or fix the URI")
+    if uri.startswith("file:") or "://" not in uri:
+        raise ConfigError(f"tracking.uri = '{mask(uri)}' is a file store, which MLflow 3 keeps in maintenance mode; accepted: sqlite:///..., http(s)://..., or a database URI")
+    _check_database(uri, "tracking.uri")
+
+
+def check_storage(url: str) -> None:
+    """The Optuna storage opens: a database answers, or a journal file parses (or can be created)."""
+    if "://" in url:
+        _check_database(url, "study.storage")
+        return
+    path = Path(url)
+    if not path.exists():
+        _writable(path.parent, "study.storage folder")
+        return
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(path))), include_best_trial=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to replay the journal means it is unusable
+        raise ConfigError(f"study.storage = '{path}' is not a readable Optuna journal ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]}); accepted: a journal Optuna wrote, or a new path") from exc
+
+
+def _check_database(url: str, what: str) -> None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgres") else {})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - driver errors vary
+        first = mask(" ".join(str(exc).split()))[:200]
+        raise ConfigError(f"{what} = '{mask(url)}' cannot be reached ({type(exc).__name__}: {first})") from exc

@@ -1,0 +1,115 @@
+"""Bad input, table-driven: one line naming the bad thing and what is accepted, exit code 2, nothing
+written to the stores. Models are real Keras files written by the test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICK_OVERRIDES
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Model files: good (digits-shaped), 28x28 input, 5 outputs, Lambda (.keras and .h5), subclassed, not a model."""
+    from objectives.compat import keras
+
+    root = tmp_path_factory.mktemp("models")
+
+    def cnn(shape: tuple[int, ...], outputs: int, lam: bool = False) -> keras.Model:
+        inputs = keras.Input(shape)
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+        if lam:
+            x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+        x = keras.layers.Flatten()(x)
+        return keras.Model(inputs, keras.layers.Dense(outputs, name="logits")(x))
+
+    class Subclassed(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, x):  # noqa: ANN001, ANN201
+            return self.dense(keras.layers.Flatten()(x))
+
+    files = {"mnist_shape": root / "mnist.keras", "five_outputs": root / "five.keras", "lambda_keras": root / "lambda.keras",
+             "lambda_h5": root / "lambda.h5", "subclassed": root / "subclassed_savedmodel", "not_a_model": root / "notes.keras"}
+    cnn((28, 28, 1), 10).save(files["mnist_shape"])
+    cnn((8, 8, 1), 5).save(files["five_outputs"])
+    cnn((8, 8, 1), 10, lam=True).save(files["lambda_keras"])
+    cnn((8, 8, 1), 10, lam=True).save(files["lambda_h5"])
+    sub = Subclassed()
+    sub(keras.Input((8, 8, 1)))
+    sub.save(files["subclassed"], save_format="tf")
+    files["not_a_model"].write_text("this is not a model")
+    files["file"] = root / "a_file"
+    files["file"].write_text("x")
+    return files
+
+
+CASES = [
+    ("missing model file", lambda m, o: [f"model.path={o}/nope.keras"], "model.path = '", "does not exist; accepted: a .keras or .h5 file"),
+    ("not a Keras model", lambda m, o: [f"model.path={m['not_a_model']}"], "is not a Keras model Keras can load", "accepted: a .keras or .h5"),
+    ("subclassed model", lambda m, o: [f"model.path={m['subclassed']}"], "is a subclassed model, which cannot be cloned", "accepted: a Sequential or Functional"),
+    ("Lambda in .keras", lambda m, o: [f"model.path={m['lambda_keras']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
+    ("Lambda in .h5", lambda m, o: [f"model.path={m['lambda_h5']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
+    ("data shape", lambda m, o: [f"model.path={m['mnist_shape']}"], "data samples have shape (8, 8, 1) but the model expects (28, 28, 1)", ""),
+    ("labels out of range", lambda m, o: [f"model.path={m['five_outputs']}"], "labels span [0, 9] but the model has 5 outputs", "accepted: 0..4"),
+    ("empty split", lambda m, o: ["data.limit=3"], "split of data 'digits' is empty", "accepted: enough samples"),
+    ("unknown sampler", lambda m, o: ["study.sampler=bayes"], "study.sampler = 'bayes' is not supported", "accepted: ['tpe'"),
+    ("unreachable tracking server", lambda m, o: ["tracking.uri=http://127.0.0.1:9"], "tracking.uri = 'http://127.0.0.1:9' cannot be reached", ""),
+    ("unreachable database", lambda m, o: ["study.storage=postgresql://litesweep:s3cret@127.0.0.1:9/studies"],
+     "study.storage = 'postgresql://litesweep:***@127.0.0.1:9/studies' cannot be reached", ""),
+    ("output dir under a file", lambda m, o: [f"paths.output_dir={m['file']}/out"], "paths.output_dir = ", "is a file; accepted: a directory"),
+    ("corrupted study file", lambda m, o: [], "is not a readable Optuna journal", "accepted: a journal Optuna wrote"),
+    ("unknown config key", lambda m, o: ["study.n_trails=3"], "unknown config key 'study.n_trails'", "accepted keys here"),
+    ("bit width", lambda m, o: ["space.bits=[3]"], "space.bits entry = 3 is not supported", "accepted bit widths"),
+    ("sparsity of 1.0", lambda m, o: ["space.sparsity.high=1.0"], "space.sparsity.high = 1.0 is out of range", "accepted"),
+    ("temperature", lambda m, o: ["space.distill.temperature.low=0"], "space.distill.temperature.low = 0.0 must be a positive", ""),
+    ("constraint metric", lambda m, o: ["study.constraints={flops:1}"], "study.constraints key = 'flops' is not supported", "accepted"),
+]
+
+
+@pytest.mark.parametrize(("case", "overrides", "message", "accepted"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_in_one_line_and_writes_nothing(case, overrides, message, accepted, models, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    journal = out / "mlruns" / "optuna.journal"
+    if case == "corrupted study file":
+        journal.parent.mkdir(parents=True)
+        journal.write_text('{"op_code": 0, "worker_id": "x"\nnot json at all\n')
+    before = journal.read_bytes() if journal.exists() else None
+    extra = overrides(models, out)
+    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, *([] if any(a.startswith("paths.output_dir") for a in extra)
+                                                             else [f"paths.output_dir={out}"]), *extra, f"hydra.run.dir={tmp_path}/hydra"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("litesweep: error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert message in errors[0] and accepted in errors[0], errors[0]
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert not (out / "mlruns" / "mlflow.db").exists() and not (out / "mlruns" / "artifacts").exists()
+    assert (journal.read_bytes() if journal.exists() else None) == before
+
+
+def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from objectives.compat import keras
+    from search.app import run
+    from tests.conftest import compose_quick
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.Flatten()(x)
+    keras.Model(inputs, keras.layers.Dense(10, name="logits")(x)).save(tmp_path / "norm.keras")
+    result = run(compose_quick(tmp_path / "out", f"model.path={tmp_path / 'norm.keras'}", "study.n_trials=1", "study.presets=false"))
+    assert result.n_finished == 1
+    client = MlflowClient(result.tracking_uri)
+    trial = client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'")[0]
+    assert "bits.norm" not in trial.data.params and "bits.conv1" in trial.data.params
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["litesweep.unsupported_layers"] == "norm"
