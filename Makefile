@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser sweep test test-slow ui clean
+.PHONY: install browser postgres sweep test test-slow ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -29,8 +29,16 @@ browser:
 	  else echo "make: chromium/chromium-driver missing and not root: the browser test will be skipped" >&2; fi; \
 	fi
 
+## Debian's PostgreSQL server binaries, for the distributed-study test (installed when missing; needs root)
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "make: postgresql missing and not root: the distributed test will be skipped" >&2; fi; \
+	fi
+
 ## Quick test tier (under ~10 minutes on 2 cores)
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## Slow tier: full sweeps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -71,6 +72,14 @@ def train_or_load(spec: CnnSpec, data: Dataset, cache_dir: Path) -> tuple[keras.
     spec.validate()
     key = _cache_key(spec, data)
     path = Path(cache_dir) / f"base-{key}.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Workers started together wait for the first one to train: every worker must share one base model.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _train_or_load_locked(spec, data, path, key)
+
+
+def _train_or_load_locked(spec: CnnSpec, data: Dataset, path: Path, key: str) -> tuple[keras.Model, dict]:
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():
         model = keras.models.load_model(path, compile=False)

@@ -15,7 +15,9 @@ def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, 
     """Metrics of every preset; presets already logged for this study are read back, not redone."""
     from objectives.presets import PRESETS
 
-    found = {r.data.tags.get("litesweep.preset"): dict(r.data.metrics) for r in tracker.baseline_runs()}
+    found: dict[str, dict[str, float]] = {}
+    for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):
+        found.setdefault(r.data.tags.get("litesweep.preset"), dict(r.data.metrics))
     for preset in PRESETS:
         if preset in found:
             continue

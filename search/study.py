@@ -50,10 +50,16 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     recommendation for several processes on one machine; dead local workers are found by pid).
     """
     if "://" in url:
-        return RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+        for attempt in range(5):
+            try:
+                return RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                )
+            except Exception:  # noqa: BLE001 - workers starting together race to create Optuna's tables
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))

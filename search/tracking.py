@@ -50,8 +50,13 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
+        # A tracking server decides where artifacts go (its --artifacts-destination); a local store uses ours.
+        location = None if uri.startswith(("http://", "https://")) else _artifact_uri(artifact_location)
         if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_uri(artifact_location))
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:  # another worker created it first
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = found.experiment_id
         self.parent_run_id: str | None = None
@@ -70,10 +75,11 @@ class Tracker:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
-            max_results=1,
+            max_results=50,
         )
         if runs:
-            run_id = runs[0].info.run_id
+            # The oldest parent is the one every worker keeps (see _converge); newer ones may be deleted.
+            run_id = min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
             resumed = True
@@ -82,12 +88,24 @@ class Tracker:
                 self.experiment_id, run_name=f"study-{study_name}",
                 tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **tags},
             )
-            run_id = run.info.run_id
-            _log_params(self.client, run_id, params)
-            resumed = False
+            run_id = self._converge(study_name, run.info.run_id)
+            if run_id == run.info.run_id:
+                _log_params(self.client, run_id, params)
+            resumed = run_id != run.info.run_id
         self.parent_run_id = run_id
         self.reload_pareto_state()
         return run_id, resumed
+
+    def _converge(self, study_name: str, mine: str) -> str:
+        """Workers that started together may each create a parent run: all keep the oldest, drop their own."""
+        parents = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'", max_results=50,
+        )
+        oldest = min(parents, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if parents else mine
+        if oldest != mine:
+            self.client.delete_run(mine)
+        return oldest
 
     def close_study_run(self, status: str = "FINISHED") -> None:
         """End the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
