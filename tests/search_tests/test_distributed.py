@@ -84,7 +84,7 @@ def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory):  #
 
 
 def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracking_server: str, tmp_path: Path) -> None:
-    n_trials = 6
+    n_trials = 12
     shared = [*QUICK_OVERRIDES, f"study.storage={postgres}/studies", f"tracking.uri={tracking_server}", "study.name=distributed",
               f"study.n_trials={n_trials}", "study.presets=false", f"paths.cache_dir={tmp_path}/cache"]
     workers = [subprocess.Popen([sys.executable, "-m", "search", *shared, f"paths.output_dir={tmp_path}/w{i}",
