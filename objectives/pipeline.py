@@ -110,6 +110,15 @@ class TrialOutput:
         return self.measurement.metrics
 
 
+class _FailOnNaN(keras.callbacks.Callback):
+    """Fail the trial (not just stop training, as TerminateOnNaN does) when the loss becomes NaN or inf."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss became {loss} at batch {batch}")
+
+
 class _EarlyFloor(keras.callbacks.Callback):
     """Raise ``HopelessTrial`` after the first epoch when validation accuracy is below the floor."""
 
@@ -213,6 +222,7 @@ class Workbench:
         if ft.min_val_accuracy > 0 and not self._first_phase_done:
             callbacks = [*callbacks, _EarlyFloor(self.data.x_val, self.data.y_val, ft.min_val_accuracy)]
         self._first_phase_done = True
+        callbacks = [*callbacks, _FailOnNaN()]
         model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
         model.fit(self.data.x_train, targets, epochs=epochs, batch_size=ft.batch_size, callbacks=callbacks, verbose=0)
 

@@ -281,6 +281,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
         print(f"litesweep: error: {mask(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("litesweep: interrupted; finished trials are kept and the running one will be retried: "
+              "run the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:

@@ -118,3 +118,33 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     tagged = {int(r.data.tags["litesweep.trial_number"]) for r in client.search_runs(
         [result.experiment_id], filter_string="tags.`litesweep.pareto` = 'true'")}
     assert tagged == front
+
+
+def test_ctrl_c_marks_the_running_trial_and_the_rerun_retries_it(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", "study.n_trials=4",
+            "study.presets=false", f"hydra.run.dir={tmp_path}/hydra"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    deadline = time.time() + 300
+    while _count_finished_runs(db) < 1:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted; finished trials are kept" in stderr
+    cfg = compose_quick(tmp_path, "study.n_trials=4", "study.presets=false")
+    study = _study(cfg.study.storage, cfg.study.name)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    client = MlflowClient(f"sqlite:///{db}")
+    if interrupted:  # the signal may also land between two trials
+        run_ = client.get_run(interrupted[0].user_attrs["mlflow_run_id"])
+        assert run_.info.status == "KILLED" and "interrupted" in run_.data.tags["litesweep.note"]
+        assert [t.state for t in study.trials if t.state == TrialState.WAITING] == [TrialState.WAITING]
+    result = run(cfg)
+    trials = _assert_stores_agree(result)
+    assert result.n_finished == 4
+    if interrupted:
+        retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+        assert len(retried) == 1 and retried[0].params == interrupted[0].params
