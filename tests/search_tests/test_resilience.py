@@ -108,10 +108,10 @@ def test_a_sweep_killed_with_sigkill_resumes_without_losing_a_trial(tmp_path: Pa
 def test_two_workers_share_one_study(tmp_path: Path) -> None:
     result = run(compose_quick(tmp_path, "study.n_trials=4", "study.n_workers=2", "study.presets=false"))
     trials = _assert_stores_agree(result)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert 4 <= len(complete) <= 5  # a worker may finish the trial it started while the other reached the target
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 4 <= len(finished) <= 5  # a worker may finish the trial it started while the other reached the target
     assert len({t.number for t in trials}) == len(trials)
-    workers = {t.user_attrs["worker"].rsplit(":", 2)[1] for t in complete}
+    workers = {t.user_attrs["worker"].rsplit(":", 2)[1] for t in finished}
     assert len(workers) == 2, "both worker processes ran trials"
     front = {t.number for t in _study(result.storage, result.study_name).best_trials}
     client = MlflowClient(result.tracking_uri)
