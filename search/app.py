@@ -11,14 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from objectives.errors import LitesweepError
-from search.config import register_configs, validate
+from search.cli import hydra_entry
+from search.config import CONF_DIR, register_configs, validate  # noqa: F401 - CONF_DIR re-exported
 
 log = logging.getLogger("litesweep")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
 
 
@@ -272,28 +271,4 @@ def multiprocessing_name() -> str:
     return multiprocessing.current_process().name
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except LitesweepError as exc:
-        from search.preflight import mask
-
-        print(f"litesweep: error: {mask(str(exc))}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("litesweep: interrupted; finished trials are kept and the running one will be retried: "
-              "run the same command to resume", file=sys.stderr)
-        sys.exit(130)
-
-
-def main() -> None:
-    """Console entry point: check the command line's config first (one-line errors), then run Hydra."""
-    from search.cli import precheck
-
-    register_configs()
-    precheck(sys.argv[1:], CONF_DIR)
-    _hydra_main()
-
-
-register_configs()
+main = hydra_entry(run, "litesweep")

@@ -14,18 +14,17 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-import hydra
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from objectives.errors import ConfigError, LitesweepError
 from objectives.policy import Policy
-from search.app import CONF_DIR, build_workbench
-from search.config import register_configs, validate
+from search.app import build_workbench
+from search.cli import hydra_entry
+from search.config import validate
 from search.study import TFLITE_SHA256_TAG
 
 
@@ -95,19 +94,4 @@ def apply(cfg: DictConfig) -> Applied:
     return Applied(metrics, logged, identical, out)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        apply(cfg)
-    except LitesweepError as exc:
-        print(f"litesweep-apply: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    """Console entry point ``litesweep-apply``."""
-    from search.cli import precheck
-
-    register_configs()
-    precheck(sys.argv[1:], CONF_DIR, prog="litesweep-apply")
-    _hydra_main()
+main = hydra_entry(apply, "litesweep-apply")

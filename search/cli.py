@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import hydra
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
@@ -73,3 +74,33 @@ def precheck(argv: Sequence[str], conf_dir: str, prog: str = "litesweep") -> Non
         message = str(exc) if isinstance(exc, LitesweepError) else describe(exc)
         print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[], None]:
+    """A console entry point running ``task(cfg)`` as a Hydra app over ``conf/``.
+
+    The command line is checked first (``precheck``); a ``LitesweepError`` becomes one masked line and
+    exit code 2; Ctrl-C exits 130 after the task has recorded what it was doing.
+    """
+
+    @hydra.main(version_base="1.3", config_path=schema.CONF_DIR, config_name="config")
+    def _hydra_main(cfg: DictConfig) -> None:
+        from search.preflight import mask
+
+        try:
+            task(cfg)
+        except LitesweepError as exc:
+            print(f"{prog}: error: {mask(str(exc))}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted; finished trials are kept and the running one will be retried: "
+                  "run the same command to resume", file=sys.stderr)
+            sys.exit(130)
+
+    def main() -> None:
+        schema.register_configs()
+        precheck(sys.argv[1:], schema.CONF_DIR, prog=prog)
+        _hydra_main()
+
+    main.__doc__ = f"Console entry point ``{prog}``."
+    return main

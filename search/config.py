@@ -28,6 +28,7 @@ from objectives.policy import (
     check_unit_interval,
 )
 
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 LATENCY_BACKENDS = ("local", "command")
 SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")

@@ -12,21 +12,19 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from objectives.errors import ConfigError, LitesweepError
 from search import pareto
-from search.app import CONF_DIR
-from search.config import register_configs, validate
+from search.cli import hydra_entry
+from search.config import validate
 from search.study import TFLITE_SHA256_TAG, make_storage
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
@@ -266,19 +264,4 @@ def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: 
     return version
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        pick(cfg)
-    except LitesweepError as exc:
-        print(f"litesweep-pick: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    """Console entry point ``litesweep-pick``."""
-    from search.cli import precheck
-
-    register_configs()
-    precheck(sys.argv[1:], CONF_DIR, prog="litesweep-pick")
-    _hydra_main()
+main = hydra_entry(pick, "litesweep-pick")

@@ -7,7 +7,6 @@ is explicit and several workers can share one tracking server.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -17,9 +16,8 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from objectives.errors import ConfigError
 
 TAG_ROLE = "litesweep.role"
 TAG_STUDY = "litesweep.study_name"

@@ -6,12 +6,9 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -19,16 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import QUICK_OVERRIDES
+from tests.servers import free_port, start_mlflow, stop
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = pytest.mark.skipif(not BIN and not os.environ.get("CI"), reason="PostgreSQL server binaries not installed")
 SECRET = "pg-s3cret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(args: list[str]) -> list[str]:
@@ -42,7 +34,7 @@ def postgres():  # noqa: ANN201
     root = Path(tempfile.mkdtemp(prefix="litesweep-pg-", dir="/tmp"))
     os.chmod(root, 0o777)
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "litesweep"]),
                    check=True, capture_output=True)
     subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-o",
@@ -60,27 +52,10 @@ def postgres():  # noqa: ANN201
 @pytest.fixture(scope="module")
 def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """``mlflow server`` on 127.0.0.1, runs in PostgreSQL, artifacts proxied to a folder."""
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination",
-         str(tmp_path_factory.mktemp("artifacts")), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5):
-                break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                raise AssertionError("mlflow server did not start")
-            time.sleep(1)
+    server, url = start_mlflow("server", "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination",
+                               str(tmp_path_factory.mktemp("artifacts")), "--workers", "2")
     yield url
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    stop(server)
 
 
 def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracking_server: str, tmp_path: Path) -> None:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from search.app import run
 from tests.conftest import compose_quick
+from tests.servers import start_mlflow, stop
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = Path(os.environ.get("LITESWEEP_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -29,38 +26,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A small finished study and ``mlflow ui`` serving its store on 127.0.0.1."""
     out = tmp_path_factory.mktemp("ui")
     result = run(compose_quick(out, "study.n_trials=3", "study.presets=false"))
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", result.tracking_uri, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                raise AssertionError("mlflow ui did not start")
-            time.sleep(1)
+    server, url = start_mlflow("ui", "--backend-store-uri", result.tracking_uri)
     yield url, result
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    stop(server)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from search import pareto
 from search.app import SweepResult, run
 from search.pick import NothingMeetsConstraints, pick
 from tests.conftest import QUICK_OVERRIDES, compose_quick
+from tests.servers import start_mlflow, stop
 
 DIGITS = dict(val_fraction=0.15, test_fraction=0.25)
 
@@ -86,46 +84,23 @@ def test_constraints_nothing_meets_fail_in_one_line_naming_the_closest(study_dir
     assert not (out / "picked").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
     out, result = study_dir
     chosen = pick(compose_quick(out, "pick.prefer=knee", "pick.register=digits-cnn", "pick.alias=champion",
                                 f"pick.output_dir={tmp_path / 'served'}"))
     assert chosen.registered_version == "1"
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": result.tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits-cnn@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server, url = start_mlflow("models", "serve", "-m", "models:/digits-cnn@champion", "--env-manager", "local",
+                               env={"MLFLOW_TRACKING_URI": result.tracking_uri}, health="/ping")
     try:
-        data = load_dataset("digits", **DIGITS)
-        x = data.x_test[:16]
-        body = json.dumps({"inputs": x.tolist()}).encode()
-        deadline = time.time() + 90
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    served = np.array(json.loads(response.read())["predictions"], dtype=np.float32)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError(server.stdout.read().decode()[-3000:] if server.poll() is not None else "server did not answer")
-                time.sleep(1)
+        x = load_dataset("digits", **DIGITS).x_test[:16]
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            served = np.array(json.loads(response.read())["predictions"], dtype=np.float32)
         expected, _ = predict((chosen.output_dir / "model.tflite").read_bytes(), x)
         np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop(server)
 
 
 def test_apply_rebuilds_a_trial_within_tolerance(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
