@@ -79,16 +79,23 @@ def _count_finished_runs(db: Path) -> int:
         return 0
 
 
-def test_a_sweep_killed_with_sigkill_resumes_without_losing_a_trial(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", "study.n_trials=5",
+def _sweep_until(tmp_path: Path, n_trials: int, finished: int) -> subprocess.Popen:
+    """Start ``litesweep`` in a subprocess and return once ``finished`` trial runs are FINISHED in MLflow."""
+    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", f"study.n_trials={n_trials}",
             "study.presets=false", f"hydra.run.dir={tmp_path}/hydra"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    db = tmp_path / "mlruns" / "mlflow.db"
+    # stderr to a file, not a pipe: a full pipe would stall the sweep being watched.
+    with open(tmp_path / "stderr.log", "w") as stderr:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     deadline = time.time() + 300
-    while _count_finished_runs(db) < 2:
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+    while _count_finished_runs(tmp_path / "mlruns" / "mlflow.db") < finished:
+        assert proc.poll() is None, "the sweep ended before it could be stopped"
         assert time.time() < deadline
         time.sleep(0.2)
+    return proc
+
+
+def test_a_sweep_killed_with_sigkill_resumes_without_losing_a_trial(tmp_path: Path) -> None:
+    proc = _sweep_until(tmp_path, n_trials=5, finished=2)
     time.sleep(random.Random().uniform(0.0, 2.0))  # a random point: mid-trial, mid-logging or between trials
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -121,17 +128,12 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_marks_the_running_trial_and_the_rerun_retries_it(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", "study.n_trials=4",
-            "study.presets=false", f"hydra.run.dir={tmp_path}/hydra"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _sweep_until(tmp_path, n_trials=4, finished=1)
     db = tmp_path / "mlruns" / "mlflow.db"
-    deadline = time.time() + 300
-    while _count_finished_runs(db) < 1:
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.log").read_text()
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted; finished trials are kept" in stderr
     cfg = compose_quick(tmp_path, "study.n_trials=4", "study.presets=false")
