@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres sweep test test-slow ui clean
+.PHONY: install browser postgres sweep test ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -40,10 +40,6 @@ postgres:
 ## Quick test tier (under ~10 minutes on 2 cores)
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-
-## Slow tier: full sweeps
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 ## Browse the default store in the MLflow UI on http://127.0.0.1:5000
 ui: $(STAMP)
