@@ -168,9 +168,9 @@ class Workbench:
         self._first_phase_done = False
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
         ref_acc, _ = measure.accuracy(ref_tflite, data.x_test, data.y_test)
-        self.reference = Reference(ref_tflite, self.measure(ref_tflite, ref_acc, len(ref_tflite)))
+        measured = self.measure(ref_tflite, ref_acc, len(ref_tflite))
         base_costs = costs.model_costs(base_model, self._kernels(base_model), {}, "qat")
-        self.reference = Reference(ref_tflite, self._with_costs(self.reference.measurement, base_costs))
+        self.reference = Reference(ref_tflite, self._with_costs(measured, base_costs))
 
     @property
     def calibration(self) -> np.ndarray:

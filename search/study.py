@@ -210,8 +210,7 @@ class TrialRunner:
             if self.inject_failures and random.Random(f"{self.study.study_name}:{trial.number}").random() < self.inject_failures:
                 raise RuntimeError(f"failure injected on purpose (study.inject_failures = {self.inject_failures})")
             self.tracker.log_params(run_id, policy.flat_params())
-            self.bench.check(policy)
-            output = self.bench.run(policy)
+            output = self.bench.run(policy)  # checks the policy against the model first
             metrics = output.metrics.as_dict()
             values = [metrics[m] for m in self.directions]
             violations = constraint_values(metrics, self.constraints)
