@@ -9,6 +9,7 @@ never a COMPLETE one without its files.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import logging
 import os
@@ -102,12 +103,27 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
             continue  # another worker got there first
         failed.append(trial.number)
         retry(study, trial)
-    states = {t.user_attrs.get(pareto.RUN_ID_ATTR): t.state for t in study.get_trials(deepcopy=False)}
+    trials = {t.user_attrs.get(pareto.RUN_ID_ATTR): t for t in study.get_trials(deepcopy=False)}
     for run in tracker.trial_runs(status="RUNNING"):
-        state = states.get(run.info.run_id)
-        if state is not None and state != TrialState.RUNNING:
-            tracker.end_trial(run.info.run_id, state.name, "KILLED", note="its worker died; the trial was failed and retried")
+        trial = trials.get(run.info.run_id)
+        if trial is not None and _abandoned(trial):
+            tracker.end_trial(run.info.run_id, trial.state.name, "KILLED", note="its worker died; the trial was failed and retried")
     return failed
+
+
+# A live worker ends its MLflow run right after telling Optuna; a run still RUNNING this long after is orphaned.
+ORPHAN_GRACE_S = 120.0
+
+
+def _abandoned(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial's MLflow run was left open by a dead worker (not one between tell and end)."""
+    if trial.state == TrialState.RUNNING:
+        return False
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if worker is not None and not _alive(worker):
+        return True
+    ended = trial.datetime_complete
+    return ended is not None and (datetime.datetime.now() - ended).total_seconds() > ORPHAN_GRACE_S
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
