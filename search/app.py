@@ -48,6 +48,14 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def data_source(data: DictConfig) -> Any:
+    """The ``objectives.data.Source`` a ``data`` config node describes."""
+    from objectives.data import Source
+
+    fields = ("path", "dataset", "image_size", "color_mode", "rescale", "mean", "std")
+    return Source(data.source, **{k: OmegaConf.to_object(data[k]) if OmegaConf.is_config(data[k]) else data[k] for k in fields})
+
+
 def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
     """Load the data, train or load the base model, and build the per-process Workbench.
 
@@ -59,7 +67,7 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
     from objectives.models import CnnSpec, train_or_load
     from objectives.pipeline import FineTuneSettings, Workbench
 
-    data = load_dataset(cfg.data.source, name=cfg.data.name, val_fraction=cfg.data.val_fraction,
+    data = load_dataset(data_source(cfg.data), name=cfg.data.name, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
     if cfg.model.path:
         from objectives.models import load_model

@@ -32,7 +32,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 LATENCY_BACKENDS = ("local", "command")
 SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")
-DATA_SOURCES = ("mnist5k", "digits")
+DATA_SOURCES = ("mnist5k", "digits", "npz", "folder", "tfds", "keras")
 METHODS = ("qat", "ptq", "mixed")
 TECHNIQUES = ("quantize", "prune", "cluster", "distill", "width")
 SENSITIVITY_USES = ("report", "narrow", "seed")
@@ -50,10 +50,17 @@ class PathsConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """A packaged dataset and its fixed split."""
+    """A dataset (packaged or the user's own), its preprocessing and its fixed split."""
 
     name: str = MISSING
     source: str = MISSING
+    path: Optional[str] = None  # the user's file or folder (npz, folder, tfds data_dir, keras local files)
+    dataset: Optional[str] = None  # tfds / keras dataset name
+    image_size: Optional[list[int]] = None  # [height, width] folder images are resized to
+    color_mode: str = "rgb"  # folder images: grayscale or rgb
+    rescale: Optional[float] = None  # pixel multiplier; null: 1/255 for 8-bit images
+    mean: Optional[list[float]] = None  # per channel, subtracted after rescale
+    std: Optional[list[float]] = None  # per channel, divided after the mean
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
@@ -318,6 +325,13 @@ def validate(cfg: Any) -> None:
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
+    if cfg.data.source in ("npz", "folder") and not cfg.data.path:
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.path (the user's {cfg.data.source}); e.g. data.path=/data/mine.{cfg.data.source if cfg.data.source == 'npz' else 'd'}")
+    if cfg.data.source in ("tfds", "keras") and not cfg.data.dataset:
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.dataset (e.g. data.dataset=fashion_mnist)")
+    if cfg.data.source == "folder" and (not cfg.data.image_size or len(cfg.data.image_size) != 2):
+        raise ConfigError(f"data.image_size = {cfg.data.image_size!r} is not accepted for a folder; accepted: [height, width]")
+    _check_choice(cfg.data.color_mode, ("grayscale", "rgb"), "data.color_mode")
     _check_choice(cfg.space.method, METHODS, "space.method")
     _check_choice(cfg.latency.backend, LATENCY_BACKENDS, "latency.backend")
     if cfg.latency.backend == "command" and (not cfg.latency.command or not cfg.latency.pattern):
