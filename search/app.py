@@ -189,7 +189,8 @@ def run(cfg: DictConfig) -> SweepResult:
             run_workers(cfg, space, parent_id)
             tracker.reload_pareto_state()
         else:
-            run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
+            run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end,
+                       timeout_s=cfg.study.timeout_s)
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
@@ -269,7 +270,8 @@ def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> No
         tracker.update_pareto(pareto.front_run_ids(pareto.front(study)))
         log.warning("%s: trial %s, %d/%d finished", multiprocessing_name(), state.name, finished, cfg.study.n_trials)
 
-    run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
+    run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end,
+               timeout_s=cfg.study.timeout_s)
 
 
 def multiprocessing_name() -> str:

@@ -196,6 +196,7 @@ class StudyConfig:
     max_failure_rate: float = 0.5  # end the study when more than this share of a run's trials fail (after 5)
     inject_failures: float = 0.0  # testing: this share of trials raises on purpose (fault injection)
     n_workers: int = 1  # worker processes on this machine sharing the study (and the cores)
+    timeout_s: Optional[float] = None  # wall-time budget of this run: no trial starts after it (null: none)
     # metric name -> upper bound (e.g. {accuracy_drop: 1.0, size_bytes: 60000}); infeasible trials are
     # kept and marked, and the front is made of feasible trials only.
     constraints: Any = None
@@ -349,6 +350,8 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"study.{key} = {cfg.study[key]!r} is out of range; accepted: 0.0 to 1.0")
     if cfg.study.n_workers < 1:
         raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} must be an integer >= 1")
+    if cfg.study.timeout_s is not None and not cfg.study.timeout_s > 0:
+        raise ConfigError(f"study.timeout_s = {cfg.study.timeout_s!r} is not accepted; accepted: seconds > 0, or null")
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
     if not cfg.study.objectives:
