@@ -80,6 +80,7 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    separable: bool = False  # MobileNet-style depthwise-separable blocks instead of Conv-Pool
     path: Optional[str] = None  # a trained model (.keras, .h5, SavedModel dir) instead of the built CNN
     trust_code: bool = False  # allow Lambda layers (arbitrary code) in model.path
 
@@ -148,6 +149,7 @@ class FineTuneConfig:
     learning_rate: float = 5e-4
     min_val_accuracy: float = 0.0
     calibration_samples: int = 128
+    max_train_samples: Optional[int] = None  # fine-tune on a fixed random subset of training data (null: all)
 
 
 @dataclasses.dataclass
