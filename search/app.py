@@ -194,7 +194,7 @@ def run(cfg: DictConfig) -> SweepResult:
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
-        dominated = baselines.dominance(presets, front)
+        dominated = baselines.dominance(presets, front, directions)
         tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front),
                                    "presets_dominated": sum(v is not None for v in dominated.values())})
         status = "FINISHED"
@@ -210,7 +210,7 @@ def run(cfg: DictConfig) -> SweepResult:
     print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}):")
     print(pareto.format_table(front, reference, presets))
     if presets:
-        print("\nPresets dominated on (accuracy, size_bytes) by a front trial: "
+        print(f"\nPresets dominated on ({', '.join(directions)}) by a front trial: "
               + ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in dominated.items()))
     print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
     return SweepResult(
