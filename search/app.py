@@ -114,7 +114,7 @@ def run(cfg: DictConfig) -> SweepResult:
     check_storage(cfg.study.storage)
     from tqdm.auto import tqdm
 
-    from search import baselines, pareto, report, sensitivity
+    from search import baselines, pareto, report, screen, sensitivity
     from search.space import SearchSpace
     from search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
     from search.tracking import Tracker, dumps
@@ -164,6 +164,12 @@ def run(cfg: DictConfig) -> SweepResult:
                 tracker.log_study_files({"search_space_narrowed.json": dump_space(space)})
             elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
                 study.enqueue_trial(sensitivity.seed_params(space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
+        if cfg.screen.enabled:
+            fresh = not study.trials
+            rows = screen.screen(bench, space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed, directions)
+            screen.log_report(tracker, rows)
+            if fresh:
+                log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))
 
         stale = recover_stale_trials(study, tracker)
         if stale:

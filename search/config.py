@@ -170,6 +170,16 @@ class LatencyConfig:
 
 
 @dataclasses.dataclass
+class ScreenConfig:
+    """Multi-fidelity: ``trials`` post-training bit mixtures are measured before a training study starts,
+    and ``seeds`` of those on their cheap front are enqueued as the first training trials."""
+
+    enabled: bool = False
+    trials: int = 30
+    seeds: int = 5
+
+
+@dataclasses.dataclass
 class SensitivityConfig:
     """Optional first pass: degrade one layer at a time and record its accuracy drop.
 
@@ -254,6 +264,7 @@ class LitesweepConfig:
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     sensitivity: SensitivityConfig = dataclasses.field(default_factory=SensitivityConfig)
+    screen: ScreenConfig = dataclasses.field(default_factory=ScreenConfig)
     pick: PickConfig = dataclasses.field(default_factory=PickConfig)
     apply: ApplyConfig = dataclasses.field(default_factory=ApplyConfig)
     progress: bool = True
@@ -341,6 +352,11 @@ def validate(cfg: Any) -> None:
         raise ConfigError("latency.backend = 'command' needs latency.command (with {model}) and latency.pattern")
     _check_list(cfg.space.techniques, TECHNIQUES, "space.techniques")
     _check_choice(cfg.sensitivity.use, SENSITIVITY_USES, "sensitivity.use")
+    if cfg.screen.enabled:
+        if cfg.space.method != "qat":
+            raise ConfigError(f"screen.enabled = true with space.method = {cfg.space.method!r}: post-training trials are already cheap; accepted: space.method = 'qat'")
+        if not 1 <= cfg.screen.seeds <= cfg.screen.trials:
+            raise ConfigError(f"screen.seeds = {cfg.screen.seeds!r}, screen.trials = {cfg.screen.trials!r}; accepted: 1 <= seeds <= trials")
     if cfg.study.constraints is not None and not hasattr(cfg.study.constraints, "items"):
         raise ConfigError(f"study.constraints = {cfg.study.constraints!r} is not accepted; accepted: a mapping of metric to upper bound, or null")
     for metric, bound in (cfg.study.constraints or {}).items():
