@@ -52,7 +52,7 @@ bench: $(STAMP) fashion-mnist
 ifdef BENCH_ARGS
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 else
-	$(BIN)/python benchmarks/run.py --task fashion_mnist --phases search --minutes 60
+	$(BIN)/python benchmarks/run.py --task fashion_mnist --phases search --minutes 60 --max-drop 1.0
 	$(BIN)/python benchmarks/run.py --task default --phases compare throughput --space default --trials 40 --seeds 3
 endif
 

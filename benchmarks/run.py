@@ -313,6 +313,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40, help="trials per study in compare and throughput")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per sampler in compare")
     parser.add_argument("--space", default="full", help="search space of the search and compare phases (conf/space/)")
+    parser.add_argument("--max-drop", type=float, default=None,
+                        help="search phase: study.constraints accuracy_drop bound (points), so the sampler models feasibility")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="samplers compared")
     parser.add_argument("--cpus", default=None, help="taskset CPU list for every litesweep process (e.g. 0)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<task>)")
@@ -331,7 +333,8 @@ def main() -> None:
         walls_file.write_text(json.dumps(walls, indent=2))
 
     if "search" in args.phases:
-        record("search", litesweep(out, [*searched, "study.name=search", "study.n_trials=100000",
+        constraint = [f"study.constraints={{accuracy_drop:{args.max_drop}}}"] if args.max_drop is not None else []
+        record("search", litesweep(out, [*searched, *constraint, "study.name=search", "study.n_trials=100000",
                                          f"study.timeout_s={args.minutes * 60}"], "search", args.cpus))
     if "compare" in args.phases:
         for seed in range(args.seeds):
