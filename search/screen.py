@@ -97,7 +97,7 @@ def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n
 
 def enqueue(study: optuna.Study, rows: list[dict[str, Any]]) -> int:
     """Enqueue the chosen mixtures as the first training trials (only the bits; the sampler picks the rest)."""
-    chosen = [r for r in rows if r.get("enqueued")]
+    chosen = sorted((r for r in rows if r.get("enqueued")), key=lambda r: r["size_bytes"])
     for row in chosen:
         study.enqueue_trial({f"bits.{unit}": bits for unit, bits in row["bits"].items()}, skip_if_exists=True)
     return len(chosen)
