@@ -64,10 +64,13 @@ def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(dig
     reference = bench.reference.measurement.metrics
     assert (reference.accuracy, reference.accuracy_drop, reference.kl_divergence) == (1.0, 0.0, 0.0)
     assert bench.measure(digits_bench.reference.tflite).metrics.accuracy == 1.0  # the same file, measured again
+    float_top1 = np.argmax(bench.reference_outputs, axis=1)
+    # Presets are scored with the same metric as trials and the reference.
+    preset, preset_measured = bench.preset("dynamic_int8")
+    assert preset_measured.metrics.accuracy == np.mean(np.argmax(predict(preset, bench.data.x_test)[0], axis=1) == float_top1)
 
     assert set(four_bit.weight_types.values()) == {"INT4"}
     measured = bench.measure(four_bit.tflite).metrics
-    float_top1 = np.argmax(bench.reference_outputs, axis=1)
     four_bit_top1 = np.argmax(predict(four_bit.tflite, bench.data.x_test)[0], axis=1)
     assert 0.5 < measured.accuracy < 1.0
     assert measured.accuracy == np.mean(four_bit_top1 == float_top1)
