@@ -107,3 +107,18 @@ def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metr
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(result.storage))
     assert optuna.load_study(study_name=result.study_name, storage=storage).user_attrs[METRIC_ATTR] == FORMATS[fmt][2]
+
+
+@pytest.mark.parametrize("sweep", ["keras"], indirect=True)
+def test_resuming_a_study_with_another_metric_is_refused(sweep, residual_model) -> None:  # noqa: ANN001
+    from objectives.errors import ConfigError
+
+    _, result = sweep
+    _, _, paths = residual_model
+    out = Path(result.storage).parent.parent
+    cfg = compose_quick(out, f"model.path={paths['keras']}", "study.n_trials=3", "study.presets=false", "objective=agreement")
+    with pytest.raises(ConfigError, match=r"study 'digits-tiny_cnn-default' is scored with objective.metric = 'accuracy', not 'agreement'; "
+                                          r"accepted: the same objective.metric, or another study.name"):
+        run(cfg)
+    client = MlflowClient(result.tracking_uri)
+    assert len(client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'")) == 2
