@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres sweep test ui clean
+.PHONY: install browser postgres fashion-mnist sweep test bench ui clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -36,6 +36,19 @@ postgres:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "make: postgresql missing and not root: the distributed test will be skipped" >&2; fi; \
 	fi
+
+## Debian's Fashion-MNIST (original IDX files in /usr/share/datasets/fashion-mnist), for the benchmark
+fashion-mnist:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "make: run 'apt-get install dataset-fashion-mnist' as root first" >&2; exit 1; fi; \
+	fi
+
+## The benchmark (about 2 hours on 2 cores): Fashion-MNIST search vs presets, TPE vs random, throughput.
+## Figures in benchmarks/results/<task>/report.{json,md}; BENCH_ARGS e.g. "--task cifar10 --minutes 20"
+bench: $(STAMP) fashion-mnist
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 ## Quick test tier (under ~10 minutes on 2 cores)
 test: $(STAMP) browser postgres

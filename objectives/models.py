@@ -18,7 +18,11 @@ from objectives.errors import ConfigError, ModelError
 
 @dataclasses.dataclass(frozen=True)
 class CnnSpec:
-    """A small Conv-Pool stack, then Dense layers, ending in logits (no softmax: distillation needs logits)."""
+    """A small CNN ending in logits (no softmax: distillation needs logits).
+
+    Plain: Conv-Pool blocks, Flatten, Dense layers. ``separable`` (MobileNet-style): a Conv stem, then
+    depthwise 3x3 + pointwise 1x1 blocks that halve the resolution, global average pooling, Dense layers.
+    """
 
     conv_filters: Sequence[int] = (16, 32)
     kernel_size: int = 3
@@ -28,6 +32,7 @@ class CnnSpec:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    separable: bool = False
 
     def validate(self) -> None:
         """Raise ``ConfigError`` on a non-positive size."""
@@ -45,10 +50,15 @@ def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> 
     inputs = keras.Input(shape=input_shape, name="image")
     h = inputs
     for i, filters in enumerate(spec.conv_filters, start=1):
+        if spec.separable and i > 1:
+            stride = 2 if min(h.shape[1], h.shape[2]) >= 2 else 1
+            h = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu", name=f"dw{i}")(h)
+            h = keras.layers.Conv2D(int(filters), 1, activation="relu", name=f"pw{i}")(h)
+            continue
         h = keras.layers.Conv2D(int(filters), spec.kernel_size, padding="same", activation="relu", name=f"conv{i}")(h)
-        if min(h.shape[1], h.shape[2]) >= 2:
+        if not spec.separable and min(h.shape[1], h.shape[2]) >= 2:
             h = keras.layers.MaxPooling2D(name=f"pool{i}")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h) if spec.separable else keras.layers.Flatten(name="flatten")(h)
     for i, units in enumerate(spec.dense_units, start=1):
         h = keras.layers.Dense(int(units), activation="relu", name=f"fc{i}")(h)
     outputs = keras.layers.Dense(num_classes, name="logits")(h)
@@ -56,7 +66,10 @@ def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> 
 
 
 def _cache_key(spec: CnnSpec, data: Dataset) -> str:
-    payload = json.dumps({"spec": dataclasses.asdict(spec), "data": data.fingerprint(), "tf": tf.__version__}, sort_keys=True)
+    described = dataclasses.asdict(spec)
+    if not spec.separable:
+        del described["separable"]  # keeps the keys of models cached before the option existed
+    payload = json.dumps({"spec": described, "data": data.fingerprint(), "tf": tf.__version__}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -46,6 +46,8 @@ class FineTuneSettings:
         min_val_accuracy: a trial whose validation accuracy after its first fine-tuning epoch is below
             this floor stops there (recorded as pruned); 0 disables the check.
         calibration_samples: training images used to calibrate static post-training recipes.
+        max_train_samples: fine-tune on this many training samples (a fixed random subset; ``None``:
+            all). The fidelity knob for large datasets: trials cost less, the base model keeps all data.
     """
 
     prune_epochs: int = 2
@@ -55,12 +57,16 @@ class FineTuneSettings:
     learning_rate: float = 5e-4
     min_val_accuracy: float = 0.0
     calibration_samples: int = 128
+    max_train_samples: int | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` on a non-positive setting."""
         for name in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"finetune.{name} = {getattr(self, name)!r} must be an integer >= 1")
+        if self.max_train_samples is not None and int(self.max_train_samples) < self.batch_size:
+            raise ConfigError(f"finetune.max_train_samples = {self.max_train_samples!r} is below finetune.batch_size; "
+                              "accepted: at least one batch, or null for all")
         if not self.learning_rate > 0:
             raise ConfigError(f"finetune.learning_rate = {self.learning_rate!r} must be > 0")
         if not 0.0 <= self.min_val_accuracy <= 1.0:
@@ -173,14 +179,19 @@ class Workbench:
         if not self.layers:
             raise ConfigError("the model has no layer any technique supports; accepted: Conv2D, DepthwiseConv2D, Dense")
         self.output_layer = base_model.layers[-1].name
-        self._teacher_train = base_model.predict(data.x_train, batch_size=512, verbose=0)
+        # Fine-tuning inputs and distillation targets are built once per process, not per trial
+        # (load_dataset shuffled the training split, so its head is a random subset).
+        self._x_finetune = data.x_train[: finetune.max_train_samples]
+        teacher_logits = base_model.predict(self._x_finetune, batch_size=512, verbose=0)
+        self._targets = distill.pack_targets(data.y_train[: finetune.max_train_samples], teacher_logits, data.num_classes)
         self._first_phase_done = False
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
         # Every file is compared with the float reference's outputs (agreement, kl_divergence).
         self.reference_outputs, _ = measure.predict(ref_tflite, data.x_test)
         ref_acc = self._score_reference()
         measured = self.measure(ref_tflite, ref_acc, len(ref_tflite))
-        base_costs = costs.model_costs(base_model, self._kernels(base_model), {}, "qat")
+        self._base_kernels = self._kernels(base_model)
+        base_costs = costs.model_costs(base_model, self._base_kernels, {}, "qat")
         self.reference = Reference(ref_tflite, self._with_costs(measured, base_costs))
 
     def _score_reference(self) -> float:
@@ -246,7 +257,7 @@ class Workbench:
         self._first_phase_done = True
         callbacks = [*callbacks, _FailOnNaN()]
         model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
-        model.fit(self.data.x_train, targets, epochs=epochs, batch_size=ft.batch_size, callbacks=callbacks, verbose=0)
+        model.fit(self._x_finetune, targets, epochs=epochs, batch_size=ft.batch_size, callbacks=callbacks, verbose=0)
 
     def compress(self, policy: Policy, timings: dict[str, float] | None = None) -> tuple[keras.Model, keras.Model, dict[str, np.ndarray]]:
         """Apply the training part of ``policy`` to a fresh copy of the base model.
@@ -262,12 +273,13 @@ class Workbench:
         self.check(policy)
         data, ft = self.data, self.finetune
         self._first_phase_done = False
+        if not policy.needs_training:
+            # Post-training recipes work on the float .tflite: the Keras model is only read, never copied.
+            return self.base_model, self.base_model, self._base_kernels
         with _timed(timings, "prepare"):
             model = fresh_copy(self.base_model)
-            targets = distill.pack_targets(data.y_train, self._teacher_train, data.num_classes)
+            targets = self._targets
             loss = distill.distillation_loss(data.num_classes, policy.distill.temperature, policy.distill.weight)
-        if not policy.needs_training:
-            return model, model, self._kernels(model)
         sparse, structured = policy.sparse_layers, policy.structured_layers
         clusters = policy.clustered_layers
         bits = policy.quantized_layers if policy.method == "qat" else {}
@@ -275,7 +287,7 @@ class Workbench:
             if policy.widths:
                 model = shrink.shrink(model, policy.widths)
             if sparse or structured or policy.widths:  # a narrower student recovers here too
-                steps = math.ceil(len(data.x_train) / ft.batch_size) * ft.prune_epochs
+                steps = math.ceil(len(self._x_finetune) / ft.batch_size) * ft.prune_epochs
                 pruned = prune.wrap_for_pruning(model, sparse, end_step=steps, structured=structured)
                 self._fit(pruned, loss, targets, ft.prune_epochs, prune.pruning_callbacks() if (sparse or structured) else [])
                 model = prune.strip(pruned)

@@ -50,6 +50,14 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def data_source(data: DictConfig) -> Any:
+    """The ``objectives.data.Source`` a ``data`` config node describes."""
+    from objectives.data import Source
+
+    fields = ("path", "dataset", "image_size", "color_mode", "rescale", "mean", "std")
+    return Source(data.source, **{k: OmegaConf.to_object(data[k]) if OmegaConf.is_config(data[k]) else data[k] for k in fields})
+
+
 def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
     """Load the data, train or load the base model, and build the per-process Workbench.
 
@@ -62,7 +70,7 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
     from objectives.pipeline import FineTuneSettings, Workbench
     from search.objective import scorer_from_config
 
-    data = load_dataset(cfg.data.source, name=cfg.data.name, val_fraction=cfg.data.val_fraction,
+    data = load_dataset(data_source(cfg.data), name=cfg.data.name, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
     if cfg.model.path:
         from objectives.models import load_model
@@ -126,7 +134,7 @@ def run(cfg: DictConfig) -> SweepResult:
     check_storage(cfg.study.storage)
     from tqdm.auto import tqdm
 
-    from search import baselines, pareto, report, sensitivity
+    from search import baselines, pareto, report, screen, sensitivity
     from search.space import SearchSpace
     from search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
     from search.tracking import Tracker, dumps
@@ -177,6 +185,12 @@ def run(cfg: DictConfig) -> SweepResult:
                 tracker.log_study_files({"search_space_narrowed.json": dump_space(space)})
             elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
                 study.enqueue_trial(sensitivity.seed_params(space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
+        if cfg.screen.enabled:
+            fresh = not study.trials
+            rows = screen.screen(bench, space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed, directions)
+            screen.log_report(tracker, rows)
+            if fresh:
+                log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))
 
         stale = recover_stale_trials(study, tracker)
         if stale:
@@ -202,11 +216,12 @@ def run(cfg: DictConfig) -> SweepResult:
             run_workers(cfg, space, parent_id)
             tracker.reload_pareto_state()
         else:
-            run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
+            run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end,
+                       timeout_s=cfg.study.timeout_s)
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
-        dominated = baselines.dominance(presets, front)
+        dominated = baselines.dominance(presets, front, directions)
         tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front),
                                    "presets_dominated": sum(v is not None for v in dominated.values())})
         status = "FINISHED"
@@ -223,7 +238,7 @@ def run(cfg: DictConfig) -> SweepResult:
     print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}{scored}):")
     print(pareto.format_table(front, reference, presets))
     if presets:
-        print("\nPresets dominated on (accuracy, size_bytes) by a front trial: "
+        print(f"\nPresets dominated on ({', '.join(directions)}) by a front trial: "
               + ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in dominated.items()))
     print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
     return SweepResult(
@@ -283,7 +298,8 @@ def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> No
         tracker.update_pareto(pareto.front_run_ids(pareto.front(study)))
         log.warning("%s: trial %s, %d/%d finished", multiprocessing_name(), state.name, finished, cfg.study.n_trials)
 
-    run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end)
+    run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end,
+               timeout_s=cfg.study.timeout_s)
 
 
 def multiprocessing_name() -> str:

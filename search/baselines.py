@@ -29,14 +29,24 @@ def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, 
     return {p: found[p] for p in PRESETS if p in found}
 
 
-def dominance(presets: Mapping[str, Mapping[str, float]], front: Sequence[optuna.trial.FrozenTrial]) -> dict[str, int | None]:
-    """For each preset, a front trial at least as accurate and at most as large (``None`` if there is none)."""
+def dominance(
+    presets: Mapping[str, Mapping[str, float]],
+    front: Sequence[optuna.trial.FrozenTrial],
+    directions: Mapping[str, str],
+) -> dict[str, int | None]:
+    """For each preset, a front trial that dominates it on the study's objectives (``None`` if none does).
+
+    Dominates: no worse on every objective and better on at least one.
+    """
+    def no_worse(a: float, b: float, direction: str) -> bool:
+        return a >= b if direction == "maximize" else a <= b
+
     result: dict[str, int | None] = {}
     for preset, metrics in presets.items():
         result[preset] = None
-        for trial in sorted(front, key=lambda t: t.user_attrs[pareto.METRICS_ATTR]["size_bytes"]):
+        for trial in front:
             m = trial.user_attrs[pareto.METRICS_ATTR]
-            if m["accuracy"] >= metrics["accuracy"] and m["size_bytes"] <= metrics["size_bytes"]:
+            if all(no_worse(m[k], metrics[k], d) for k, d in directions.items()) and any(m[k] != metrics[k] for k in directions):
                 result[preset] = trial.number
                 break
     return result

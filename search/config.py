@@ -32,7 +32,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 LATENCY_BACKENDS = ("local", "command")
 SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")
-DATA_SOURCES = ("mnist5k", "digits")
+DATA_SOURCES = ("mnist5k", "digits", "npz", "folder", "tfds", "keras")
 METHODS = ("qat", "ptq", "mixed")
 TECHNIQUES = ("quantize", "prune", "cluster", "distill", "width")
 SENSITIVITY_USES = ("report", "narrow", "seed")
@@ -50,10 +50,17 @@ class PathsConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """A packaged dataset and its fixed split."""
+    """A dataset (packaged or the user's own), its preprocessing and its fixed split."""
 
     name: str = MISSING
     source: str = MISSING
+    path: Optional[str] = None  # the user's file or folder (npz, folder, tfds data_dir, keras local files)
+    dataset: Optional[str] = None  # tfds / keras dataset name
+    image_size: Optional[list[int]] = None  # [height, width] folder images are resized to
+    color_mode: str = "rgb"  # folder images: grayscale or rgb
+    rescale: Optional[float] = None  # pixel multiplier; null: 1/255 for 8-bit images
+    mean: Optional[list[float]] = None  # per channel, subtracted after rescale
+    std: Optional[list[float]] = None  # per channel, divided after the mean
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
@@ -73,6 +80,7 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    separable: bool = False  # MobileNet-style depthwise-separable blocks instead of Conv-Pool
     path: Optional[str] = None  # a trained model (.keras, .h5, SavedModel dir) instead of the built CNN
     trust_code: bool = False  # allow Lambda layers (arbitrary code) in model.path
     # modules or classes to import before loading model.path (its custom layers), e.g. [my_pkg.layers]
@@ -156,6 +164,7 @@ class FineTuneConfig:
     learning_rate: float = 5e-4
     min_val_accuracy: float = 0.0
     calibration_samples: int = 128
+    max_train_samples: Optional[int] = None  # fine-tune on a fixed random subset of training data (null: all)
 
 
 @dataclasses.dataclass
@@ -173,6 +182,16 @@ class LatencyConfig:
     unit: str = "us"
     timeout_s: float = 300.0
     cache_dir: str = "${paths.cache_dir}/latency"
+
+
+@dataclasses.dataclass
+class ScreenConfig:
+    """Multi-fidelity: ``trials`` post-training bit mixtures are measured before a training study starts,
+    and ``seeds`` of those on their cheap front are enqueued as the first training trials."""
+
+    enabled: bool = False
+    trials: int = 30
+    seeds: int = 5
 
 
 @dataclasses.dataclass
@@ -204,6 +223,7 @@ class StudyConfig:
     max_failure_rate: float = 0.5  # end the study when more than this share of a run's trials fail (after 5)
     inject_failures: float = 0.0  # testing: this share of trials raises on purpose (fault injection)
     n_workers: int = 1  # worker processes on this machine sharing the study (and the cores)
+    timeout_s: Optional[float] = None  # wall-time budget of this run: no trial starts after it (null: none)
     # metric name -> upper bound (e.g. {accuracy_drop: 1.0, size_bytes: 60000}); infeasible trials are
     # kept and marked, and the front is made of feasible trials only.
     constraints: Any = None
@@ -260,6 +280,7 @@ class LitesweepConfig:
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     sensitivity: SensitivityConfig = dataclasses.field(default_factory=SensitivityConfig)
+    screen: ScreenConfig = dataclasses.field(default_factory=ScreenConfig)
     pick: PickConfig = dataclasses.field(default_factory=PickConfig)
     apply: ApplyConfig = dataclasses.field(default_factory=ApplyConfig)
     progress: bool = True
@@ -335,12 +356,24 @@ def validate(cfg: Any) -> None:
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
+    if cfg.data.source in ("npz", "folder") and not cfg.data.path:
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.path (the user's {cfg.data.source}); e.g. data.path=/data/mine.{cfg.data.source if cfg.data.source == 'npz' else 'd'}")
+    if cfg.data.source in ("tfds", "keras") and not cfg.data.dataset:
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.dataset (e.g. data.dataset=fashion_mnist)")
+    if cfg.data.source == "folder" and (not cfg.data.image_size or len(cfg.data.image_size) != 2):
+        raise ConfigError(f"data.image_size = {cfg.data.image_size!r} is not accepted for a folder; accepted: [height, width]")
+    _check_choice(cfg.data.color_mode, ("grayscale", "rgb"), "data.color_mode")
     _check_choice(cfg.space.method, METHODS, "space.method")
     _check_choice(cfg.latency.backend, LATENCY_BACKENDS, "latency.backend")
     if cfg.latency.backend == "command" and (not cfg.latency.command or not cfg.latency.pattern):
         raise ConfigError("latency.backend = 'command' needs latency.command (with {model}) and latency.pattern")
     _check_list(cfg.space.techniques, TECHNIQUES, "space.techniques")
     _check_choice(cfg.sensitivity.use, SENSITIVITY_USES, "sensitivity.use")
+    if cfg.screen.enabled:
+        if cfg.space.method != "qat":
+            raise ConfigError(f"screen.enabled = true with space.method = {cfg.space.method!r}: post-training trials are already cheap; accepted: space.method = 'qat'")
+        if not 1 <= cfg.screen.seeds <= cfg.screen.trials:
+            raise ConfigError(f"screen.seeds = {cfg.screen.seeds!r}, screen.trials = {cfg.screen.trials!r}; accepted: 1 <= seeds <= trials")
     if cfg.study.constraints is not None and not hasattr(cfg.study.constraints, "items"):
         raise ConfigError(f"study.constraints = {cfg.study.constraints!r} is not accepted; accepted: a mapping of metric to upper bound, or null")
     for metric, bound in (cfg.study.constraints or {}).items():
@@ -352,6 +385,8 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"study.{key} = {cfg.study[key]!r} is out of range; accepted: 0.0 to 1.0")
     if cfg.study.n_workers < 1:
         raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} must be an integer >= 1")
+    if cfg.study.timeout_s is not None and not cfg.study.timeout_s > 0:
+        raise ConfigError(f"study.timeout_s = {cfg.study.timeout_s!r} is not accepted; accepted: seconds > 0, or null")
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
     if not cfg.study.objectives:

@@ -209,6 +209,7 @@ class TrialRunner:
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
+        started = time.perf_counter()
         trial = self.study.ask()
         trial.set_user_attr(WORKER_ATTR, worker_id())
         run_id = self.tracker.start_trial(self.study.study_name, trial.number)
@@ -216,11 +217,11 @@ class TrialRunner:
         heartbeat = get_heartbeat_thread(trial._trial_id, self.study._storage)
         heartbeat.start()
         try:
-            return self._run(trial, run_id)
+            return self._run(trial, run_id, started)
         finally:
             heartbeat.join()
 
-    def _run(self, trial: optuna.Trial, run_id: str) -> TrialState:
+    def _run(self, trial: optuna.Trial, run_id: str, started: float) -> TrialState:
         try:
             policy = self.space.sample(trial)
             if self.inject_failures and random.Random(f"{self.study.study_name}:{trial.number}").random() < self.inject_failures:
@@ -237,6 +238,7 @@ class TrialRunner:
             trial.set_user_attr(FEASIBLE_ATTR, feasible)
             trial.set_user_attr(POLICY_ATTR, policy.to_dict())
             extra_metrics, tags = trial_record(output)
+            logging_started = time.perf_counter()
             self.tracker.log_trial(
                 run_id,
                 params={},
@@ -245,8 +247,12 @@ class TrialRunner:
                       TFLITE_SHA256_TAG: hashlib.sha256(output.tflite).hexdigest()},
                 files={"model.tflite": output.tflite, "policy.json": policy.to_json()},
             )
+            timings = {**output.timings, "log": time.perf_counter() - logging_started}
+            timings["trial"] = time.perf_counter() - started
+            timings["overhead"] = timings["trial"] - sum(timings.get(k, 0.0) for k in WORK_PHASES)
+            trial.set_user_attr(TIMINGS_ATTR, timings)
             self.study.tell(trial, values)
-            self.tracker.end_trial(run_id, "COMPLETE", "FINISHED")
+            self.tracker.end_trial(run_id, "COMPLETE", "FINISHED", metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
             return TrialState.COMPLETE
         except (optuna.TrialPruned, HopelessTrial) as exc:
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -270,6 +276,9 @@ class TrialRunner:
 
 
 MIN_TRIALS_FOR_FAILURE_RATE = 5
+TIMINGS_ATTR = "timings"
+#: The phases that are the trial's real work; the rest of its wall time (sampling, logging, storage) is overhead.
+WORK_PHASES = ("finetune", "convert", "evaluate")
 
 
 def run_trials(
@@ -278,11 +287,13 @@ def run_trials(
     max_consecutive_failures: int,
     max_failure_rate: float,
     on_trial_end: Callable[[TrialState, int], None],
+    timeout_s: float | None = None,
 ) -> None:
     """Run trials until the study holds ``n_trials`` finished ones (counting every worker's).
 
     A trial is only started while finished plus running trials are fewer than ``n_trials``, so
-    several workers on one study do not overshoot it.
+    several workers on one study do not overshoot it. With ``timeout_s``, no trial starts after that
+    many seconds of this call (a running trial is finished, never cut).
 
     Raises:
         LitesweepError: ``max_consecutive_failures`` trials failed in a row, or more than
@@ -290,9 +301,10 @@ def run_trials(
     """
     consecutive = failed = ran = 0
     study = runner.study
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         done = count_finished(study)
-        if done >= n_trials:
+        if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
             return
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if done + running >= n_trials and not _has_waiting(study):

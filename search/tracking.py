@@ -157,12 +157,14 @@ class Tracker:
         """Log params (a trial's policy, as soon as it is sampled, so failed trials show it too)."""
         _log_params(self.client, run_id, params)
 
-    def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None, note: str | None = None) -> None:
-        """Mark the trial's Optuna ``state`` as a tag and end its run with MLflow ``status``."""
+    def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None, note: str | None = None,
+                  metrics: Mapping[str, float] | None = None) -> None:
+        """Mark the trial's Optuna ``state`` as a tag, log last ``metrics`` and end its run with MLflow ``status``."""
         if traceback_text is not None:
             _log_files(self.client, run_id, {"traceback.txt": traceback_text})
         tags = [RunTag(TAG_STATE, state)] + ([RunTag("litesweep.note", note[:5000])] if note else [])
-        self.client.log_batch(run_id, tags=tags)
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, tags=tags, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
         self.client.set_terminated(run_id, status=status)
 
     def log_baseline(self, study_name: str, preset: str, metrics: Mapping[str, float], tags: Mapping[str, str],

@@ -74,6 +74,10 @@ def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -
             assert r.data.metrics[metric] == pytest.approx(by_number[number].values[i])
         assert {k for k in r.data.params if k.startswith("bits.")} == {"bits.conv1", "bits.fc1", "bits.logits"}
         assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"model.tflite", "policy.json"}
+        # Phase timings are on the run, and the phases fit inside the trial's wall time.
+        phases = {k: r.data.metrics[f"time_{k}_s"] for k in ("prepare", "finetune", "convert", "evaluate", "log", "trial", "overhead")}
+        assert 0 < phases["convert"] + phases["evaluate"] + phases["log"] < phases["trial"]
+        assert phases["overhead"] == pytest.approx(phases["trial"] - phases["finetune"] - phases["convert"] - phases["evaluate"])
 
 
 def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path) -> None:  # noqa: ANN001

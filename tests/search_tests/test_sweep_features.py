@@ -126,3 +126,26 @@ def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path
     with pytest.raises(ConfigError, match=r"space.groups.heads = 'head.\*' matches no layer; accepted layer names: \['conv1', 'fc1', 'logits'\]"):
         run(compose_quick(out, "space.groups={heads:'head.*'}"))
     assert not (out / "mlruns").exists()
+
+
+def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path) -> None:
+    result = run(compose_quick(tmp_path, "study.n_trials=2", "study.presets=false", "screen=ptq", "screen.trials=6",
+                               "screen.seeds=2", "space.bits=[4,8,32]"))
+    study = _study(result)
+    rows = study.user_attrs["screen"]
+    assert len(rows) == 6 and len({tuple(r["bits"].values()) for r in rows}) == 6, "distinct mixtures"
+    enqueued = [r for r in rows if r["enqueued"]]
+    assert len(enqueued) == 2 and all(r["front"] for r in enqueued)
+    # No enqueued mixture is dominated by another screened mixture on (accuracy, size, latency).
+    for r in enqueued:
+        assert not any(o["accuracy"] >= r["accuracy"] and o["size_bytes"] <= r["size_bytes"] and o["latency_ms"] <= r["latency_ms"]
+                       and (o["accuracy"], o["size_bytes"], o["latency_ms"]) != (r["accuracy"], r["size_bytes"], r["latency_ms"])
+                       for o in rows)
+    first = sorted(study.trials, key=lambda t: t.number)[:2]
+    assert [{k.removeprefix("bits."): v for k, v in t.params.items() if k.startswith("bits.")} for t in first] == [r["bits"] for r in enqueued]
+    parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
+    assert parent.data.metrics["screen.trials"] == 6 and parent.data.metrics["screen.enqueued"] == 2
+    csv_text = Path(MlflowClient(result.tracking_uri).download_artifacts(result.parent_run_id, "screen.csv", str(tmp_path))).read_text()
+    assert len(csv_text.strip().splitlines()) == 7
+    assert [r["size_bytes"] for r in enqueued] == sorted(r["size_bytes"] for r in enqueued), "smallest first"
+    assert len({r["size_bytes"] for r in rows}) > 1, "different mixtures give different files"

@@ -1,0 +1,403 @@
+"""The litesweep benchmark: is the front better than the presets and than random search, and are trials fast?
+
+Each phase runs the real ``litesweep`` command (a subprocess, as a user would) on one task, into one
+store per task under ``--out``; ``report`` reads those stores and writes ``report.json`` and ``report.md``.
+
+Phases:
+    search      the default sampler with a wall-time budget (``--minutes``), presets evaluated beside it.
+    compare     the default sampler vs Optuna's RandomSampler, same space and trial budget (``--trials``),
+                over ``--seeds`` seeds; normalized hypervolume at a fixed reference point.
+    throughput  ``--trials`` post-training (``space=ptq``) and training (default space) trials:
+                trials per hour and overhead share.
+    report      figures of whatever phases have run so far (always runs last).
+
+Tasks: ``fashion_mnist`` (60k/10k from Debian's dataset-fashion-mnist, ``fashion_cnn``), ``cifar10``
+(``../shared/datasets/cifar10_jpeg.npz``, ``mobilenet_tiny``) and ``default`` (the default sweep's
+MNIST-5k and ``small_cnn``).
+
+Run::
+
+    make bench                                             # fashion_mnist: search 60 min, compare, throughput
+    .venv/bin/python benchmarks/run.py --task default --phases compare throughput --trials 40
+    .venv/bin/python benchmarks/run.py --task fashion_mnist --phases report   # re-read the stores
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
+DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
+# Normalized objectives for hypervolume: accuracy drop in points / 5, size / float32 size, latency /
+# float32 latency. Fixed reference point in those units (trials beyond it add nothing):
+HV_REFERENCE = (1.0, 1.0, 1.5)  # = 5 points of accuracy drop, float32 size, 1.5x float32 latency
+HV_REFERENCE_LOOSE = (4.0, 1.0, 3.0)  # = 20 points, float32 size, 3x float32 latency (sensitivity check)
+PRESET_FULL_INT8 = "full_int8"
+
+
+def task_overrides(task: str, out: Path) -> list[str]:
+    """The Hydra overrides that define a benchmark task (data and model)."""
+    if task == "fashion_mnist":
+        # Trials fine-tune on a fixed 12k subset (the fidelity knob); the base model trains on all 54k.
+        return ["data=keras", "data.dataset=fashion_mnist", "model=fashion_cnn", "finetune.max_train_samples=12000",
+                "finetune.prune_epochs=1", "finetune.batch_size=128", "finetune.learning_rate=0.0005"]
+    if task == "cifar10":
+        return ["data=npz", f"data.path={cifar_npz(out)}", "data.name=cifar10", "model=mobilenet_tiny",
+                "finetune.max_train_samples=10000", "finetune.prune_epochs=1", "finetune.batch_size=128"]
+    if task == "default":
+        return []
+    raise SystemExit(f"benchmark: --task {task!r} is unknown; accepted: cifar10, default, fashion_mnist")
+
+
+def cifar_npz(out: Path) -> Path:
+    """Decode the shared JPEG copy of CIFAR-10 once into a plain npz that ``data=npz`` reads."""
+    target = out / "cifar10.npz"
+    if target.exists():
+        return target
+    if not SHARED_CIFAR.exists():
+        raise SystemExit(f"benchmark: CIFAR-10 needs {SHARED_CIFAR} (benchmark data only); not found")
+    from PIL import Image
+
+    src = np.load(SHARED_CIFAR)
+
+    def decode(split: str) -> np.ndarray:
+        blob, offsets = src[f"{split}_jpeg"], src[f"{split}_offsets"]
+        return np.stack([np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+                         for i in range(len(offsets) - 1)])
+
+    out.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial.npz")
+    np.savez(partial, x_train=decode("train"), y_train=src["train_labels"], x_test=decode("test"), y_test=src["test_labels"])
+    partial.replace(target)
+    return target
+
+
+def litesweep(out: Path, overrides: Sequence[str], log_name: str, cpus: str | None) -> float:
+    """Run the ``litesweep`` command into the task's store; returns its wall time in seconds."""
+    command = [sys.executable, "-m", "search", f"paths.output_dir={out / 'store'}", f"paths.cache_dir={out / 'cache'}",
+               f"hydra.run.dir={out / 'hydra' / log_name}", "progress=false", *overrides]
+    if cpus:
+        command = ["taskset", "-c", cpus, *command]
+    print("$", shlex.join(command), flush=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(out / "logs" / f"{log_name}.log", "w") as log:
+        done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark: {log_name} exited {done.returncode}; see {out / 'logs' / (log_name + '.log')}")
+    return wall
+
+
+# --- reading the stores ---------------------------------------------------------------------------
+
+
+def load_study(out: Path, name: str) -> Any:
+    """A study of the task's store (``None`` when that phase has not run)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = out / "store" / "mlruns" / "optuna.journal"
+    if not journal.exists():
+        return None
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    return optuna.load_study(study_name=name, storage=storage) if name in names else None
+
+
+def parent_figures(out: Path, study_name: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The float32 reference metrics and the presets' metrics, from the study's MLflow parent run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study_name)
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'study'")[0]
+    reference = {k.removeprefix("reference."): v for k, v in parent.data.metrics.items() if k.startswith("reference.")}
+    reference["base_model.epochs"] = parent.data.metrics.get("base_model.epochs", float("nan"))
+    presets = {r.data.tags["litesweep.preset"]: dict(r.data.metrics)
+               for r in client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'baseline'")}
+    return reference, presets
+
+
+def completed(study: Any) -> list[dict[str, float]]:
+    """Metrics of every COMPLETE trial."""
+    from optuna.trial import TrialState
+
+    return [t.user_attrs["metrics"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def normalized(metrics: dict[str, float], reference: dict[str, float]) -> tuple[float, float, float]:
+    """A trial as (drop / 5 points, size / float32 size, latency / float32 latency): lower is better."""
+    return (max(metrics["accuracy_drop"], 0.0) / 5.0, metrics["size_bytes"] / reference["size_bytes"],
+            metrics["latency_ms"] / reference["latency_ms"])
+
+
+def hypervolume(points: list[dict[str, float]], reference: dict[str, float], ref_point: Sequence[float]) -> float:
+    """Hypervolume of ``points`` (normalized) inside the box up to ``ref_point``, as a share of that box."""
+    from optuna._hypervolume import compute_hypervolume
+
+    inside = [p for p in (normalized(m, reference) for m in points) if all(v < r for v, r in zip(p, ref_point))]
+    if not inside:
+        return 0.0
+    return float(compute_hypervolume(np.asarray(inside), np.asarray(ref_point, dtype=float))) / float(np.prod(ref_point))
+
+
+def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
+    """``a`` is at least as accurate, small and fast as ``b``, and better in one."""
+    no_worse = a["accuracy"] >= b["accuracy"] and a["size_bytes"] <= b["size_bytes"] and a["latency_ms"] <= b["latency_ms"]
+    better = a["accuracy"] > b["accuracy"] or a["size_bytes"] < b["size_bytes"] or a["latency_ms"] < b["latency_ms"]
+    return no_worse and better
+
+
+def search_figures(out: Path, name: str) -> dict[str, Any] | None:
+    """Front vs presets figures of the wall-time search."""
+    study = load_study(out, name)
+    if study is None:
+        return None
+    reference, presets = parent_figures(out, name)
+    trials = completed(study)
+    good = [m for m in trials if m["accuracy_drop"] <= DROP_BUDGET]
+    int8 = presets.get(PRESET_FULL_INT8)
+    smallest = min(good, key=lambda m: m["size_bytes"], default=None)
+    fastest = min(good, key=lambda m: m["latency_ms"], default=None)
+    smallest_gzip = min(good, key=lambda m: m["size_gzip_bytes"], default=None)
+    good_presets = {k: v for k, v in presets.items() if v["accuracy_drop"] <= DROP_BUDGET}
+    best_preset = min(good_presets.items(), key=lambda kv: kv[1]["size_bytes"], default=(None, None))
+    dominated = {p: next((i for i, m in enumerate(trials) if dominates(m, v)), None) is not None for p, v in presets.items()}
+    timings = [t.user_attrs.get("timings") for t in study.trials if t.user_attrs.get("timings")]
+    pick = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms")
+    figures: dict[str, Any] = {
+        "study": name,
+        "finished_trials": len(trials),
+        "search_wall_s": _study_wall(study),
+        "float32": {k: reference.get(k) for k in pick},
+        "base_model_epochs": reference["base_model.epochs"],
+        "presets": {k: {m: v.get(m) for m in pick} for k, v in presets.items()},
+        "best_size_at_drop_le_1": {m: smallest[m] for m in pick} if smallest else None,
+        "best_latency_at_drop_le_1": {m: fastest[m] for m in pick} if fastest else None,
+        "best_gzip_at_drop_le_1": {m: smallest_gzip[m] for m in pick} if smallest_gzip else None,
+        "best_preset_at_drop_le_1": best_preset[0],
+        "every_preset_dominated": all(dominated.values()) if dominated else None,
+        "preset_dominated": dominated,
+        "overhead_share": _overhead(timings),
+        "mean_phase_s": {k: round(statistics.mean(t.get(k, 0.0) for t in timings), 3)
+                         for k in ("prepare", "finetune", "convert", "evaluate", "log", "overhead", "trial")} if timings else None,
+    }
+    if smallest and int8:
+        figures["size_vs_full_int8"] = round(int8["size_bytes"] / smallest["size_bytes"], 2)
+    if fastest and int8:
+        figures["latency_vs_full_int8"] = round(int8["latency_ms"] / fastest["latency_ms"], 2)
+    if smallest_gzip:
+        figures["gzip_vs_float32"] = round(reference["size_gzip_bytes"] / smallest_gzip["size_gzip_bytes"], 1)
+    if smallest and best_preset[1]:
+        figures["size_vs_best_preset"] = round(best_preset[1]["size_bytes"] / smallest["size_bytes"], 2)
+    figures["hypervolume"] = hypervolume(trials, reference, HV_REFERENCE)
+    return figures
+
+
+def _study_wall(study: Any) -> float:
+    started = [t.datetime_start for t in study.trials if t.datetime_start]
+    ended = [t.datetime_complete for t in study.trials if t.datetime_complete]
+    return round((max(ended) - min(started)).total_seconds(), 1) if started and ended else 0.0
+
+
+def _overhead(timings: list[dict[str, float]]) -> float | None:
+    """Time outside fine-tuning, conversion and evaluation, over trial wall time (summed over trials)."""
+    total = sum(t["trial"] for t in timings)
+    return round(sum(t["overhead"] for t in timings) / total, 4) if total else None
+
+
+def compare_figures(out: Path, seeds: int) -> dict[str, Any] | None:
+    """Normalized hypervolume of the default sampler vs random search, per seed and on average."""
+    rows: dict[str, list[float]] = {"tpe": [], "random": []}
+    loose: dict[str, list[float]] = {"tpe": [], "random": []}
+    trials: dict[str, list[int]] = {"tpe": [], "random": []}
+    reference = None
+    for sampler in rows:
+        for seed in range(seeds):
+            name = f"compare-{sampler}-{seed}"
+            study = load_study(out, name)
+            if study is None:
+                continue
+            reference = reference or parent_figures(out, name)[0]
+            points = completed(study)
+            rows[sampler].append(round(hypervolume(points, reference, HV_REFERENCE), 4))
+            loose[sampler].append(round(hypervolume(points, reference, HV_REFERENCE_LOOSE), 4))
+            trials[sampler].append(len(points))
+    if not rows["tpe"] or not rows["random"]:
+        return None
+    mean = {k: statistics.mean(v) for k, v in rows.items()}
+    mean_loose = {k: statistics.mean(v) for k, v in loose.items()}
+    return {
+        "reference_point": {"accuracy_drop_points": HV_REFERENCE[0] * 5, "size_x_float32": HV_REFERENCE[1],
+                            "latency_x_float32": HV_REFERENCE[2]},
+        "hypervolume": rows, "complete_trials": trials, "mean": mean,
+        "ratio_tpe_over_random": round(mean["tpe"] / mean["random"], 3) if mean["random"] else None,
+        "loose_reference_point": {"accuracy_drop_points": HV_REFERENCE_LOOSE[0] * 5, "size_x_float32": HV_REFERENCE_LOOSE[1],
+                                  "latency_x_float32": HV_REFERENCE_LOOSE[2]},
+        "hypervolume_loose": loose,
+        "ratio_tpe_over_random_loose": round(mean_loose["tpe"] / mean_loose["random"], 3) if mean_loose["random"] else None,
+    }
+
+
+def throughput_figures(out: Path) -> dict[str, Any]:
+    """Trials per hour and overhead share of the post-training and training throughput studies."""
+    figures: dict[str, Any] = {}
+    walls = json.loads((out / "walls.json").read_text()) if (out / "walls.json").exists() else {}
+    for method in ("ptq", "qat"):
+        study = load_study(out, f"throughput-{method}")
+        if study is None:
+            continue
+        timings = [t.user_attrs["timings"] for t in study.trials if t.user_attrs.get("timings")]
+        finished = len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")])
+        loop_wall = _study_wall(study)
+        figures[method] = {
+            "finished_trials": finished,
+            "trial_loop_wall_s": loop_wall,
+            "trials_per_hour": round(finished / loop_wall * 3600) if loop_wall else None,
+            "command_wall_s": walls.get(f"throughput-{method}"),
+            "trials_per_hour_including_setup": round(finished / walls[f"throughput-{method}"] * 3600)
+            if walls.get(f"throughput-{method}") else None,
+            "overhead_share": _overhead(timings),
+            "mean_phase_s": {k: round(statistics.mean(t.get(k, 0.0) for t in timings), 3)
+                             for k in ("prepare", "finetune", "convert", "evaluate", "log", "overhead", "trial")} if timings else None,
+        }
+    return figures
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="fashion_mnist", choices=("fashion_mnist", "cifar10", "default"))
+    parser.add_argument("--phases", nargs="+", default=["search", "compare", "throughput"],
+                        choices=("search", "compare", "throughput", "report"))
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of the search phase")
+    parser.add_argument("--trials", type=int, default=40, help="trials per study in compare and throughput")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per sampler in compare")
+    parser.add_argument("--space", default="full", help="search space of the search and compare phases (conf/space/)")
+    parser.add_argument("--cpus", default=None, help="taskset CPU list for every litesweep process (e.g. 0)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<task>)")
+    args = parser.parse_args()
+    if args.minutes <= 0 or args.trials < 1 or args.seeds < 1:
+        raise SystemExit(f"benchmark: --minutes {args.minutes}, --trials {args.trials}, --seeds {args.seeds}: accepted: > 0, >= 1, >= 1")
+    out = (args.out or ROOT / "benchmarks" / "results" / args.task).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base = task_overrides(args.task, out)
+    searched = [*base, f"space={args.space}"]
+    walls_file = out / "walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
+
+    def record(name: str, wall: float) -> None:
+        walls[name] = round(wall, 1)
+        walls_file.write_text(json.dumps(walls, indent=2))
+
+    if "search" in args.phases:
+        record("search", litesweep(out, [*searched, "study.name=search", "study.n_trials=100000",
+                                         f"study.timeout_s={args.minutes * 60}"], "search", args.cpus))
+    if "compare" in args.phases:
+        for seed in range(args.seeds):
+            for sampler in ("tpe", "random"):
+                name = f"compare-{sampler}-{seed}"
+                record(name, litesweep(out, [*searched, f"study.name={name}", f"study.sampler={sampler}", f"study.seed={seed}",
+                                             f"study.n_trials={args.trials}", "study.presets=false"], name, args.cpus))
+    if "throughput" in args.phases:
+        for method, space in (("ptq", "space=ptq"), ("qat", "space=default")):
+            name = f"throughput-{method}"
+            record(name, litesweep(out, [*base, space, f"study.name={name}", f"study.n_trials={args.trials}",
+                                         "study.presets=false"], name, args.cpus))
+    write_report(out, args)
+
+
+def write_report(out: Path, args: argparse.Namespace) -> None:
+    """Write ``report.json`` and ``report.md`` from the task's stores, and print the markdown."""
+    report = {
+        "task": args.task,
+        "command": shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "targets": {"drop_budget_points": DROP_BUDGET, "size_vs_full_int8": 3.0, "latency_vs_full_int8": 1.0,
+                    "gzip_vs_float32": 25.0, "hv_ratio": 1.1, "ptq_trials_per_hour": 2000, "qat_trials_per_hour": 300,
+                    "overhead_share_qat": 0.05, "overhead_share_ptq": 0.30},
+        "search": search_figures(out, "search"),
+        "compare": compare_figures(out, args.seeds),
+        "throughput": throughput_figures(out),
+        "walls_s": json.loads((out / "walls.json").read_text()) if (out / "walls.json").exists() else {},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    markdown = render(report)
+    (out / "report.md").write_text(markdown)
+    print(markdown)
+    print(f"written: {out / 'report.json'}, {out / 'report.md'}")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as markdown."""
+    lines = [f"# litesweep benchmark: {report['task']}", "", f"Command: `{report['command']}`  ",
+             f"Machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}", ""]
+    s = report["search"]
+    if s:
+        f32 = s["float32"]
+        lines += ["## Search (default sampler, wall-time budget) vs presets", "",
+                  f"{s['finished_trials']} trials finished in {s['search_wall_s']} s. Float reference: accuracy "
+                  f"{f32['accuracy']:.4f}, {f32['size_bytes']:.0f} B ({f32['size_gzip_bytes']:.0f} B gzip), "
+                  f"{f32['latency_ms']:.3f} ms; base model trained {s['base_model_epochs']:.0f} epochs to a validation plateau.", "",
+                  "| model | accuracy | drop (points) | size B | gzip B | latency ms |", "|---|---|---|---|---|---|"]
+        rows = [(f"preset {k}", v) for k, v in sorted(s["presets"].items())]
+        rows += [(label, s[key]) for label, key in (("front: smallest at drop <= 1", "best_size_at_drop_le_1"),
+                                                    ("front: fastest at drop <= 1", "best_latency_at_drop_le_1"),
+                                                    ("front: smallest gzip at drop <= 1", "best_gzip_at_drop_le_1")) if s[key]]
+        for label, m in rows:
+            lines.append(f"| {label} | {m['accuracy']:.4f} | {m['accuracy_drop']:.2f} | {m['size_bytes']:.0f} | "
+                         f"{m['size_gzip_bytes']:.0f} | {m['latency_ms']:.3f} |")
+        lines += ["", f"- smallest front model at drop <= 1 vs full int8: **{s.get('size_vs_full_int8')}x** smaller (target 3x)",
+                  f"- fastest front model at drop <= 1 vs full int8: **{s.get('latency_vs_full_int8')}x** as fast (target >= 1x)",
+                  f"- smallest gzip at drop <= 1 vs float32 gzip: **{s.get('gzip_vs_float32')}x** smaller (target 25x)",
+                  f"- vs the best preset at drop <= 1 ({s['best_preset_at_drop_le_1']}): {s.get('size_vs_best_preset')}x smaller",
+                  f"- every preset dominated (accuracy, size, latency): **{s['every_preset_dominated']}** {s['preset_dominated']}",
+                  f"- overhead share of trial wall time: {s['overhead_share']}; mean phase seconds {s['mean_phase_s']}", ""]
+    c = report["compare"]
+    if c:
+        ref = c["reference_point"]
+        lines += ["## Default sampler (TPE) vs RandomSampler, same space and trial budget", "",
+                  f"Normalized hypervolume: objectives accuracy drop / 5 points, size / float32 size, latency / float32 latency; "
+                  f"reference point ({ref['accuracy_drop_points']} points, {ref['size_x_float32']}x size, {ref['latency_x_float32']}x latency); "
+                  "value = dominated share of that box.", "",
+                  "| sampler | per seed | mean | complete trials |", "|---|---|---|---|"]
+        for sampler in ("tpe", "random"):
+            lines.append(f"| {sampler} | {c['hypervolume'][sampler]} | {c['mean'][sampler]:.4f} | {c['complete_trials'][sampler]} |")
+        lines += ["", f"- ratio TPE / random: **{c['ratio_tpe_over_random']}** (target 1.1)",
+                  f"- at the loose reference point {c['loose_reference_point']}: ratio {c['ratio_tpe_over_random_loose']} "
+                  f"(TPE {c['hypervolume_loose']['tpe']}, random {c['hypervolume_loose']['random']})", ""]
+    t = report["throughput"]
+    if t:
+        lines += ["## Throughput", "", "| method | trials | trials/hour (trial loop) | trials/hour (incl. setup) | overhead share | mean phase s |",
+                  "|---|---|---|---|---|---|"]
+        for method, m in t.items():
+            lines.append(f"| {method} | {m['finished_trials']} | {m['trials_per_hour']} | {m['trials_per_hour_including_setup']} | "
+                         f"{m['overhead_share']} | {m['mean_phase_s']} |")
+        lines += ["", "Targets (default model): ptq >= 2,000/h, qat >= 300/h; overhead share <= 30% (ptq), <= 5% (qat).", ""]
+    lines += [f"Wall seconds per command: {report['walls_s']}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The user's own data: npz, image folders and Keras' dataset files, read and preprocessed one way."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from objectives.data import Source, load_dataset
+from objectives.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def digit_images() -> dict[str, np.ndarray]:
+    """scikit-learn's digits as 8-bit 8x8 images with a fixed train/test split."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images * 15).astype("uint8")  # 0..16 -> 0..240
+    return {"x_train": images[:1400], "y_train": bunch.target[:1400], "x_test": images[1400:], "y_test": bunch.target[1400:]}
+
+
+def _write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
+
+
+def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(digit_images, digits_bench, tmp_path: Path) -> None:  # noqa: ANN001
+    np.savez(tmp_path / "digits.npz", **digit_images)
+    _write_folder(tmp_path / "folder" / "train", digit_images["x_train"], digit_images["y_train"])
+    _write_folder(tmp_path / "folder" / "test", digit_images["x_test"], digit_images["y_test"])
+
+    from_npz = load_dataset(Source("npz", path=str(tmp_path / "digits.npz")), val_fraction=0.15)
+    from_folder = load_dataset(Source("folder", path=str(tmp_path / "folder"), image_size=(8, 8), color_mode="grayscale"),
+                               val_fraction=0.15)
+    assert from_npz.x_test.shape == (397, 8, 8, 1) and from_npz.x_test.dtype == np.float32
+    assert from_npz.x_test.max() == pytest.approx(240 / 255)
+    # Folder order is by class, npz order by index: compare as sorted sets of (image, label) rows.
+    def rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
+        return sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y))
+    assert rows(from_npz.x_test, from_npz.y_test) == rows(from_folder.x_test, from_folder.y_test)
+    assert len(from_folder.y_train) + len(from_folder.y_val) == 1400
+
+    from objectives.measure import accuracy
+
+    tflite = digits_bench.reference.tflite
+    npz_accuracy, _ = accuracy(tflite, from_npz.x_test, from_npz.y_test)
+    folder_accuracy, _ = accuracy(tflite, from_folder.x_test, from_folder.y_test)
+    assert npz_accuracy == folder_accuracy > 0.5
+
+
+def test_npz_preprocessing_is_configurable_and_one_hot_labels_are_read(digit_images, tmp_path: Path) -> None:  # noqa: ANN001
+    one_hot = {**digit_images, "y_train": np.eye(10)[digit_images["y_train"]], "x_val": digit_images["x_test"][:50],
+               "y_val": digit_images["y_test"][:50]}
+    np.savez(tmp_path / "d.npz", **one_hot)
+    data = load_dataset(Source("npz", path=str(tmp_path / "d.npz"), rescale=1 / 240, mean=[0.5], std=[0.5]))
+    assert len(data.y_val) == 50 and len(data.y_train) == 1400, "the file's own validation split is kept"
+    assert sorted(data.y_train.tolist()) == sorted(digit_images["y_train"].tolist()), "one-hot rows read as class ids"
+    assert data.x_train.min() == pytest.approx(-1.0) and data.x_train.max() == pytest.approx(1.0)
+    assert set(np.unique(data.y_train)) == set(range(10))
+
+
+def test_keras_datasets_are_read_from_local_idx_files(digit_images, tmp_path: Path) -> None:  # noqa: ANN001
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[1, 5, 7] = 255
+    for prefix, count in (("train", 3), ("t10k", 3)):
+        with gzip.open(tmp_path / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes(16) + images[:count].tobytes())
+        with gzip.open(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes(8) + bytes([0, 1, 2][:count]))
+    data = load_dataset(Source("keras", dataset="fashion_mnist", path=str(tmp_path)), val_fraction=0.34)
+    assert data.x_test.shape == (3, 28, 28, 1) and data.num_classes == 3
+    assert sorted(data.x_test.reshape(3, -1).max(axis=1).tolist()) == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    (Source("npz", path="/nonexistent/x.npz"), "data.path = '/nonexistent/x.npz' does not exist"),
+    (Source("npz"), "data.source = 'npz' needs data.path"),
+    (Source("folder", path="/"), "data.image_size = None is not accepted"),
+    (Source("keras", dataset="imagenet"), "data.dataset = 'imagenet' is not a Keras dataset litesweep reads"),
+    (Source("keras", dataset="cifar10", path="/tmp"), "data.path = '/tmp' does not hold cifar10"),
+])
+def test_bad_data_settings_are_named(source: Source, message: str) -> None:
+    with pytest.raises((ConfigError, DataError), match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_dataset(source)
+
+
+def test_an_npz_without_the_expected_arrays_lists_what_it_has(tmp_path: Path) -> None:
+    np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8)), labels=np.zeros(4))
+    with pytest.raises(DataError, match=r"lacks arrays \['x_train', 'y_train', 'x_test', 'y_test'\] \(it has \['images', 'labels'\]\)"):
+        load_dataset(Source("npz", path=str(tmp_path / "bad.npz")))

@@ -1,0 +1,27 @@
+"""A preset counts as dominated only when one front trial is no worse on every objective and better on one."""
+
+from __future__ import annotations
+
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search import pareto
+from search.baselines import dominance
+
+DIRECTIONS = {"accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
+PRESET = {"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.50}
+
+
+@pytest.mark.parametrize(("trial_metrics", "dominated"), [
+    ({"accuracy": 0.95, "size_bytes": 50_000, "latency_ms": 0.50}, True),   # smaller, the rest equal
+    ({"accuracy": 0.96, "size_bytes": 100_000, "latency_ms": 0.40}, True),  # better on two
+    ({"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.50}, False),  # equal everywhere
+    ({"accuracy": 0.97, "size_bytes": 30_000, "latency_ms": 0.51}, False),  # slower: a trade-off, not dominance
+    ({"accuracy": 0.94, "size_bytes": 30_000, "latency_ms": 0.20}, False),  # less accurate
+])
+def test_dominance_needs_every_objective(trial_metrics: dict, dominated: bool) -> None:
+    trial = create_trial(state=TrialState.COMPLETE, values=[trial_metrics[k] for k in DIRECTIONS], params={"x": 0.1},
+                         distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})
+    trial.number = 7
+    assert dominance({"full_int8": PRESET}, [trial], DIRECTIONS) == {"full_int8": 7 if dominated else None}
