@@ -158,6 +158,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
     accepted = "accepted: a .keras or .h5 file or a SavedModel directory"
     if not path.exists():
         raise ModelError(f"model.path = '{path}' does not exist; {accepted}")
+    _refuse_keras_3(path)
     if path.suffix == ".h5" and not trust_code:
         _refuse_h5_lambda(path)
     custom = import_custom_objects(custom_objects)
@@ -243,6 +244,37 @@ def _clone_problem(model: keras.Model, exc: Exception) -> str:
             if len(copy.weights) != len(layer.weights):
                 return f"layer '{layer.name}' ({kind}) is rebuilt from its config with {len(copy.weights)} weights instead of {len(layer.weights)}"
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _saved_by(path: Path) -> str | None:
+    """The Keras version a ``.keras`` or ``.h5`` file records (None when it records none or is unreadable)."""
+    import zipfile
+
+    try:
+        if path.suffix == ".keras" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("metadata.json")).get("keras_version")
+        if path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                version = handle.attrs.get("keras_version")
+            return version.decode() if isinstance(version, bytes) else version
+    except (OSError, KeyError, ValueError):
+        return None  # reported by the loader itself
+    return None
+
+
+def _refuse_keras_3(path: Path) -> None:
+    """Refuse, with the way out, a model TF-MOT cannot take: saved by Keras 3, or a SavedModel without Keras layers."""
+    accepted = ("accepted: a model built and saved with Keras 2 (tf_keras, or tf.keras with TF_USE_LEGACY_KERAS=1); "
+                "rebuild it there and copy the weights with set_weights")
+    version = _saved_by(path)
+    if version and not version.startswith("2."):
+        raise ModelError(f"model.path = '{path}' was saved by Keras {version}, and TF-MOT only works with Keras 2; {accepted}")
+    if path.is_dir() and (path / "saved_model.pb").exists() and not (path / "keras_metadata.pb").exists():
+        raise ModelError(f"model.path = '{path}' is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export), "
+                         f"which cannot be cloned; {accepted}")
 
 
 def _refuse_h5_lambda(path: Path) -> None:
