@@ -18,7 +18,6 @@ from search.cli import hydra_entry
 from search.config import CONF_DIR, register_configs, validate  # noqa: F401 - CONF_DIR re-exported
 
 log = logging.getLogger("litesweep")
-METRIC_ATTR = "objective_metric"  # Optuna study attribute: what the accuracy objective measures
 TAG_METRIC = "litesweep.objective.metric"
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
 
@@ -109,7 +108,7 @@ def check_objective_metric(study: Any, metric: str) -> None:
         ConfigError: the study was scored with a different ``objective.metric``.
     """
     from objectives.errors import ConfigError
-    from search.study import count_finished
+    from search.study import METRIC_ATTR, count_finished
 
     recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if count_finished(study) else None)  # older studies: top-1
     if recorded is None:

@@ -90,4 +90,7 @@ def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> N
     assert np.array_equal(np.sort(data.y_test), np.sort(arrays["y_test"]))  # the same test split (shuffled)
     outputs, _ = predict(tflite, data.x_test)
     assert len(tflite) == exported["size_bytes"] and "kl_divergence" in exported
+    card = (picked / "MODEL_CARD.md").read_text()
+    assert f"base model `{folder / 'my_model.keras'}`" in card and "Data `npz`" in card, card
+    assert f"data.path={folder / 'my_data.npz'}" in card  # its litesweep-apply command rebuilds from the same files
     assert float(np.mean(np.argmax(outputs, axis=1) == data.y_test)) == exported["accuracy"]

@@ -15,7 +15,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.app import METRIC_ATTR, TAG_METRIC, SweepResult, run
+from search.app import TAG_METRIC, SweepResult, run
+from search.study import METRIC_ATTR
 from tests.conftest import compose_quick
 
 USER_METRIC = "tests.search_tests.user_metrics.macro_recall"
