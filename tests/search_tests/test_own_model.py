@@ -15,7 +15,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.app import TAG_METRIC, SweepResult, run
+from search.app import TAG_METRIC, run
 from search.study import METRIC_ATTR
 from tests.conftest import compose_quick
 
