@@ -195,7 +195,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
 def import_custom_objects(entries: Sequence[str]) -> dict[str, type]:
     """Import ``model.custom_objects`` entries and register their classes with Keras.
 
-    An entry is a module (every Keras layer or model class it defines) or a ``module.Class``. Classes
+    An entry is a module (every Keras layer class it defines) or a ``module.Class``. Classes
     are registered globally, since TF-MOT rebuilds models from their config while wrapping them.
 
     Raises:
@@ -208,7 +208,9 @@ def import_custom_objects(entries: Sequence[str]) -> dict[str, type]:
     for entry in entries:
         try:
             try:
-                objects = list(vars(importlib.import_module(entry)).values())
+                module_ = importlib.import_module(entry)
+                # The classes it defines, not the ones it imports (tf_keras' own layers need no registering).
+                objects = [o for o in vars(module_).values() if getattr(o, "__module__", None) == module_.__name__]
             except ModuleNotFoundError as exc:
                 module, _, attribute = entry.rpartition(".")
                 if not module or exc.name != entry:
