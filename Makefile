@@ -45,10 +45,16 @@ fashion-mnist:
 	  else echo "make: run 'apt-get install dataset-fashion-mnist' as root first" >&2; exit 1; fi; \
 	fi
 
-## The benchmark (about 2 hours on 2 cores): Fashion-MNIST search vs presets, TPE vs random, throughput.
-## Figures in benchmarks/results/<task>/report.{json,md}; BENCH_ARGS e.g. "--task cifar10 --minutes 20"
+## The benchmark (about 2.5 hours on 2 cores): a 60-minute Fashion-MNIST search vs the presets, then on the
+## default model TPE vs random vs TPE+screen (3 seeds x 40 trials) and post-training/training throughput.
+## Figures in benchmarks/results/<task>/report.{json,md}. One task: make bench BENCH_ARGS="--task cifar10 --minutes 20"
 bench: $(STAMP) fashion-mnist
+ifdef BENCH_ARGS
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+else
+	$(BIN)/python benchmarks/run.py --task fashion_mnist --phases search --minutes 60 --max-drop 1.0
+	$(BIN)/python benchmarks/run.py --task default --phases compare throughput --space default --trials 40 --seeds 3
+endif
 
 ## Quick test tier (under ~10 minutes on 2 cores)
 test: $(STAMP) browser postgres

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from objectives import convert, costs, measure, tflite_file
-from objectives.compat import keras
+from objectives.compat import keras, tf
 from objectives.data import Dataset
 from objectives.errors import ConfigError, DataError, HopelessTrial
 from objectives.inventory import LayerInfo, compressible_layers
@@ -184,6 +184,10 @@ class Workbench:
         self._x_finetune = data.x_train[: finetune.max_train_samples]
         teacher_logits = base_model.predict(self._x_finetune, batch_size=512, verbose=0)
         self._targets = distill.pack_targets(data.y_train[: finetune.max_train_samples], teacher_logits, data.num_classes)
+        # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
+        self._batches = (tf.data.Dataset.from_tensor_slices((self._x_finetune, self._targets))
+                         .shuffle(len(self._x_finetune), seed=0, reshuffle_each_iteration=True)
+                         .batch(finetune.batch_size).prefetch(tf.data.AUTOTUNE))
         self._first_phase_done = False
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
         # Every file is compared with the float reference's outputs (agreement, kl_divergence).
@@ -250,14 +254,14 @@ class Workbench:
 
     # --- compressing ------------------------------------------------------------------------
 
-    def _fit(self, model: keras.Model, loss: object, targets: np.ndarray, epochs: int, callbacks: list) -> None:
+    def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
         ft = self.finetune
         if ft.min_val_accuracy > 0 and not self._first_phase_done:
             callbacks = [*callbacks, _EarlyFloor(self.data.x_val, self.data.y_val, ft.min_val_accuracy)]
         self._first_phase_done = True
         callbacks = [*callbacks, _FailOnNaN()]
         model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
-        model.fit(self._x_finetune, targets, epochs=epochs, batch_size=ft.batch_size, callbacks=callbacks, verbose=0)
+        model.fit(self._batches, epochs=epochs, callbacks=callbacks, verbose=0)
 
     def compress(self, policy: Policy, timings: dict[str, float] | None = None) -> tuple[keras.Model, keras.Model, dict[str, np.ndarray]]:
         """Apply the training part of ``policy`` to a fresh copy of the base model.
@@ -278,7 +282,6 @@ class Workbench:
             return self.base_model, self.base_model, self._base_kernels
         with _timed(timings, "prepare"):
             model = fresh_copy(self.base_model)
-            targets = self._targets
             loss = distill.distillation_loss(data.num_classes, policy.distill.temperature, policy.distill.weight)
         sparse, structured = policy.sparse_layers, policy.structured_layers
         clusters = policy.clustered_layers
@@ -289,13 +292,13 @@ class Workbench:
             if sparse or structured or policy.widths:  # a narrower student recovers here too
                 steps = math.ceil(len(self._x_finetune) / ft.batch_size) * ft.prune_epochs
                 pruned = prune.wrap_for_pruning(model, sparse, end_step=steps, structured=structured)
-                self._fit(pruned, loss, targets, ft.prune_epochs, prune.pruning_callbacks() if (sparse or structured) else [])
+                self._fit(pruned, loss, ft.prune_epochs, prune.pruning_callbacks() if (sparse or structured) else [])
                 model = prune.strip(pruned)
             masked = [*sparse, *structured]
             masks = prune.kernel_masks(model, masked)
             if clusters:
                 clustered = cluster.wrap_for_clustering(model, clusters, preserve_sparsity=[n for n in clusters if n in masks])
-                self._fit(clustered, loss, targets, ft.cluster_epochs, [])
+                self._fit(clustered, loss, ft.cluster_epochs, [])
                 model = cluster.strip(clustered)
             centres = cluster.centroids(model, list(clusters))
             float_model = model
@@ -307,7 +310,7 @@ class Workbench:
                     callbacks.append(cluster.KeepClusters(quantize.kernel_variables(qat, list(centres)), centres))
                 if masks:
                     callbacks.append(prune.KeepMasks(quantize.kernel_variables(qat, list(masks)), masks))
-                self._fit(qat, loss, targets, ft.qat_epochs, callbacks)
+                self._fit(qat, loss, ft.qat_epochs, callbacks)
                 model = qat
         return model, float_model, self._kernels(model)
 
