@@ -3,7 +3,8 @@
 
 Each format is also swept with a different ``objective.metric`` (the default top-1, a user ``_target_``,
 ``agreement``), so the re-measurement checks that the logged ``accuracy`` is the configured metric.
-The ``.h5`` sweep is post-training (``space=ptq``) to keep the quick tier quick; the other two train (QAT).
+The ``.keras`` sweep trains (QAT on the residual model); the ``.h5`` and SavedModel sweeps are post-training
+(``space=ptq``) to keep the quick tier quick.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ USER_METRIC = "tests.search_tests.user_metrics.macro_recall"
 FORMATS = {
     "keras": ("residual.keras", [], "accuracy"),
     "h5": ("residual.h5", ["space=ptq", f"objective.metric={{_target_:{USER_METRIC}}}"], USER_METRIC),
-    "savedmodel": ("residual_savedmodel", ["objective=agreement"], "agreement"),
+    "savedmodel": ("residual_savedmodel", ["space=ptq", "objective=agreement"], "agreement"),
 }
 
 
