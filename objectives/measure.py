@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from objectives.metrics import METRIC_NAMES, Metrics
+from objectives.metrics import ACCURACY, METRIC_NAMES, Metrics, Scorer, kl_divergence
 from objectives.runtime import open_interpreter, predict, to_input
 
 __all__ = ["METRIC_NAMES", "LatencyProtocol", "Measurement", "Metrics", "accuracy", "latency_ms", "measure", "predict"]
@@ -81,9 +81,27 @@ def measure(
     reference_accuracy: float,
     reference_size_bytes: int,
     protocol: LatencyProtocol = LatencyProtocol(),
+    scorer: Scorer = ACCURACY,
+    reference_outputs: np.ndarray | None = None,
 ) -> Measurement:
-    """Every metric of one ``.tflite`` against the float reference (accuracy drop in percentage points)."""
-    acc, delegate = accuracy(tflite, x_test, y_test)
+    """Every metric of one ``.tflite`` against the float reference.
+
+    Args:
+        tflite: the file.
+        x_test: test inputs.
+        y_test: test labels (unused by scorers that compare with the reference).
+        reference_accuracy: the float reference's score by the same ``scorer``.
+        reference_size_bytes: the float reference's file size.
+        protocol: the latency protocol.
+        scorer: what ``accuracy`` measures (top-1 accuracy by default).
+        reference_outputs: the float reference's outputs on ``x_test``; needed by ``agreement``, and
+            for ``kl_divergence`` (0 without them).
+
+    Returns:
+        The metrics (``accuracy_drop`` in percentage points of the score) and how they were obtained.
+    """
+    outputs, delegate = predict(tflite, x_test)
+    acc = scorer.score(y_test, outputs, reference_outputs)
     latency, latency_delegate, runs = latency_ms(tflite, x_test[0], protocol)
     metrics = Metrics(
         accuracy=acc,
@@ -92,6 +110,7 @@ def measure(
         size_gzip_bytes=gzip_size(tflite),
         latency_ms=latency,
         compression_ratio=reference_size_bytes / len(tflite),
+        kl_divergence=0.0 if reference_outputs is None else kl_divergence(reference_outputs, outputs),
     )
     used = delegate if delegate == latency_delegate else f"{delegate}/{latency_delegate}"
     return Measurement(metrics=metrics, delegate=used, latency_runs=runs)

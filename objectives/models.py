@@ -133,49 +133,150 @@ def fresh_copy(model: keras.Model) -> keras.Model:
     return clone
 
 
-def load_model(path: str | Path, trust_code: bool = False) -> tuple[keras.Model, list[str]]:
+def load_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = ()) -> tuple[keras.Model, list[str]]:
     """Load a user's Keras model (``.keras``, ``.h5`` or a SavedModel directory), safely.
 
     ``.keras`` files load with Keras' ``safe_mode``: a ``Lambda`` layer (arbitrary Python) is refused
     unless ``trust_code`` is set. ``.h5`` files carry Lambda code as bytecode with no safe mode, so
-    their config is read first and Lambda layers are refused the same way.
+    their config is read first and Lambda layers are refused the same way. Every trial rebuilds the
+    model from its config (``clone_model``), so that is tried here once.
+
+    Args:
+        path: the model file or SavedModel directory.
+        trust_code: allow Lambda layers.
+        custom_objects: dotted paths of modules (every Keras layer class they define) or classes to
+            import first: the model's custom layers.
 
     Returns:
         The model and the names of layers with weights that no technique supports (left float).
 
     Raises:
-        ModelError: the path is missing, is not a Keras model, holds refused code, or is a
-            subclassed model (TF-MOT can only clone Sequential and Functional models).
+        ModelError: the path is missing, is not a Keras model, holds refused code, uses a class that
+            cannot be found, is a subclassed model, or cannot be cloned (the layer and why are named).
     """
     path = Path(path)
     accepted = "accepted: a .keras or .h5 file or a SavedModel directory"
     if not path.exists():
         raise ModelError(f"model.path = '{path}' does not exist; {accepted}")
+    _refuse_keras_3(path)
     if path.suffix == ".h5" and not trust_code:
         _refuse_h5_lambda(path)
+    custom = import_custom_objects(custom_objects)
     try:
         if path.suffix == ".keras":
-            model = keras.models.load_model(path, compile=False, safe_mode=not trust_code)
+            model = keras.models.load_model(path, compile=False, safe_mode=not trust_code, custom_objects=custom)
         else:
-            model = keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False, custom_objects=custom)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a file it cannot read
         text = " ".join(str(exc).split())
-        if "Could not locate class" in text:
-            name = text.split("Could not locate class", 1)[1].split(".")[0].strip(" '")
-            raise ModelError(f"model.path = '{path}' uses class '{name}', a subclassed or custom class Keras cannot rebuild; "
-                             "accepted: a Sequential or Functional model of built-in layers") from exc
+        for marker in ("Could not locate class", "Cannot deserialize object of type", "Unknown layer:"):
+            if marker in text:
+                name = text.split(marker, 1)[1].split(".")[0].strip(" '`:")
+                raise ModelError(f"model.path = '{path}' uses class '{name}', a custom class Keras cannot find here; "
+                                 "accepted: built-in layers, or the module defining it in model.custom_objects") from exc
         if "Lambda" in text or "safe_mode" in text:
             raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; set model.trust_code=true only for a file you trust") from exc
         raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); {accepted}") from exc
     if not getattr(model, "_is_graph_network", False):
         raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
+    try:
+        fresh_copy(model)
+    except Exception as exc:  # noqa: BLE001 - clone_model fails in many ways; name the layer instead
+        raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {_clone_problem(model, exc)}") from exc
     from objectives.inventory import compressible_layers
 
     compressible = {info.name for info in compressible_layers(model)}
     unsupported = [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]
     return model, unsupported
+
+
+def import_custom_objects(entries: Sequence[str]) -> dict[str, type]:
+    """Import ``model.custom_objects`` entries and register their classes with Keras.
+
+    An entry is a module (every Keras layer class it defines) or a ``module.Class``. Classes
+    are registered globally, since TF-MOT rebuilds models from their config while wrapping them.
+
+    Raises:
+        ModelError: an entry cannot be imported.
+    """
+    import importlib
+    import inspect
+
+    found: dict[str, type] = {}
+    for entry in entries:
+        try:
+            try:
+                module_ = importlib.import_module(entry)
+                # The classes it defines, not the ones it imports (tf_keras' own layers need no registering).
+                objects = [o for o in vars(module_).values() if getattr(o, "__module__", None) == module_.__name__]
+            except ModuleNotFoundError as exc:
+                module, _, attribute = entry.rpartition(".")
+                if not module or exc.name != entry:
+                    raise
+                objects = [getattr(importlib.import_module(module), attribute)]
+        except Exception as exc:  # noqa: BLE001 - importing user code can raise anything
+            raise ModelError(f"model.custom_objects entry = '{entry}' cannot be imported ({type(exc).__name__}: {exc}); "
+                             "accepted: an importable module or module.Class (on PYTHONPATH)") from exc
+        for obj in objects:
+            if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer):
+                found[obj.__name__] = obj
+                found[keras.saving.get_registered_name(obj)] = obj
+    keras.saving.get_custom_objects().update(found)
+    return found
+
+
+def _clone_problem(model: keras.Model, exc: Exception) -> str:
+    """Which layer stops ``clone_model`` and why, found by rebuilding each layer from its config."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if "saved_model" in type(layer).__module__:
+            return (f"layer '{layer.name}' ({kind}) was revived from the SavedModel without its Python class; "
+                    "accepted: built-in layers, or the module defining the class in model.custom_objects")
+        try:
+            copy = type(layer).from_config(layer.get_config())
+        except Exception as err:  # noqa: BLE001
+            return f"layer '{layer.name}' ({kind}) cannot be rebuilt from its get_config() ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+        if layer.weights:
+            try:
+                copy.build(layer.input_shape)
+            except Exception:  # noqa: BLE001 - judged by its weights below
+                pass
+            if len(copy.weights) != len(layer.weights):
+                return f"layer '{layer.name}' ({kind}) is rebuilt from its config with {len(copy.weights)} weights instead of {len(layer.weights)}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _saved_by(path: Path) -> str | None:
+    """The Keras version a ``.keras`` or ``.h5`` file records (None when it records none or is unreadable)."""
+    import zipfile
+
+    try:
+        if path.suffix == ".keras" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("metadata.json")).get("keras_version")
+        if path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                version = handle.attrs.get("keras_version")
+            return version.decode() if isinstance(version, bytes) else version
+    except (OSError, KeyError, ValueError):
+        return None  # reported by the loader itself
+    return None
+
+
+def _refuse_keras_3(path: Path) -> None:
+    """Refuse, with the way out, a model TF-MOT cannot take: saved by Keras 3, or a SavedModel without Keras layers."""
+    accepted = ("accepted: a model built and saved with Keras 2 (tf_keras, or tf.keras with TF_USE_LEGACY_KERAS=1); "
+                "rebuild it there and copy the weights with set_weights")
+    version = _saved_by(path)
+    if version and not version.startswith("2."):
+        raise ModelError(f"model.path = '{path}' was saved by Keras {version}, and TF-MOT only works with Keras 2; {accepted}")
+    if path.is_dir() and (path / "saved_model.pb").exists() and not (path / "keras_metadata.pb").exists():
+        raise ModelError(f"model.path = '{path}' is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export), "
+                         f"which cannot be cloned; {accepted}")
 
 
 def _refuse_h5_lambda(path: Path) -> None:

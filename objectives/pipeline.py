@@ -24,7 +24,7 @@ from objectives.compat import keras, tf
 from objectives.data import Dataset
 from objectives.errors import ConfigError, DataError, HopelessTrial
 from objectives.inventory import LayerInfo, compressible_layers
-from objectives.metrics import Metrics
+from objectives.metrics import ACCURACY, Metrics, Scorer
 from objectives.models import fresh_copy
 from objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
 from objectives.techniques import cluster, distill, prune, quantize, shrink
@@ -149,6 +149,13 @@ class Workbench:
         finetune: fine-tuning settings.
         protocol: the local latency protocol.
         latency_backend: measure latency elsewhere (e.g. on a device) instead of the local interpreter.
+        scorer: what the ``accuracy`` metric scores (``objective.metric``); the float reference, presets
+            and trials are all scored with it.
+
+    Raises:
+        ConfigError: the model has nothing to compress, or the scorer does not fit it (``k`` above the
+            number of outputs, a user function that fails or returns no finite number on the reference).
+        DataError: the data does not fit the model.
     """
 
     def __init__(
@@ -158,6 +165,7 @@ class Workbench:
         finetune: FineTuneSettings = FineTuneSettings(),
         protocol: measure.LatencyProtocol = measure.LatencyProtocol(),
         latency_backend: LatencyBackend | None = None,
+        scorer: Scorer = ACCURACY,
     ) -> None:
         finetune.validate()
         check_data_fits(base_model, data)
@@ -166,6 +174,7 @@ class Workbench:
         self.finetune = finetune
         self.protocol = protocol
         self.latency_backend = latency_backend
+        self.scorer = scorer
         self.layers: list[LayerInfo] = compressible_layers(base_model)
         if not self.layers:
             raise ConfigError("the model has no layer any technique supports; accepted: Conv2D, DepthwiseConv2D, Dense")
@@ -181,11 +190,24 @@ class Workbench:
                          .batch(finetune.batch_size).prefetch(tf.data.AUTOTUNE))
         self._first_phase_done = False
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
-        ref_acc, _ = measure.accuracy(ref_tflite, data.x_test, data.y_test)
+        # Every file is compared with the float reference's outputs (agreement, kl_divergence).
+        self.reference_outputs, _ = measure.predict(ref_tflite, data.x_test)
+        ref_acc = self._score_reference()
         measured = self.measure(ref_tflite, ref_acc, len(ref_tflite))
         self._base_kernels = self._kernels(base_model)
         base_costs = costs.model_costs(base_model, self._base_kernels, {}, "qat")
         self.reference = Reference(ref_tflite, self._with_costs(measured, base_costs))
+
+    def _score_reference(self) -> float:
+        outputs = int(self.base_model.output_shape[-1])
+        if self.scorer.k is not None and self.scorer.k > outputs:
+            raise ConfigError(f"objective.k = {self.scorer.k} is more than the model's {outputs} outputs; accepted: 1..{outputs}")
+        try:
+            return self.scorer.score(self.data.y_test, self.reference_outputs, self.reference_outputs)
+        except Exception as exc:  # noqa: BLE001 - a user function can raise anything; say so before any trial
+            text = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"objective.metric = '{self.scorer.name}' failed on the float model's test outputs ({type(exc).__name__}: {text}); "
+                              "accepted: a function f(labels, outputs) -> float, labels (n,) integers, outputs (n, classes)") from exc
 
     @property
     def calibration(self) -> np.ndarray:
@@ -200,7 +222,7 @@ class Workbench:
             tflite, self.data.x_test, self.data.y_test,
             reference_accuracy=self.reference.accuracy if reference_accuracy is None else reference_accuracy,
             reference_size_bytes=self.reference.size_bytes if reference_size is None else reference_size,
-            protocol=self.protocol,
+            protocol=self.protocol, scorer=self.scorer, reference_outputs=self.reference_outputs,
         )
         if self.latency_backend is None:
             return result

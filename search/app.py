@@ -18,6 +18,7 @@ from search.cli import hydra_entry
 from search.config import CONF_DIR, register_configs, validate  # noqa: F401 - CONF_DIR re-exported
 
 log = logging.getLogger("litesweep")
+TAG_METRIC = "litesweep.objective.metric"
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
 
 
@@ -66,18 +67,19 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
     from objectives.measure import LatencyProtocol
     from objectives.models import CnnSpec, train_or_load
     from objectives.pipeline import FineTuneSettings, Workbench
+    from search.objective import scorer_from_config
 
     data = load_dataset(data_source(cfg.data), name=cfg.data.name, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
     if cfg.model.path:
         from objectives.models import load_model
 
-        model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code)
+        model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code, custom_objects=list(cfg.model.custom_objects))
         training = {"cache_key": f"file:{Path(cfg.model.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
         if unsupported:
             log.warning("layers no technique supports, left float: %s", unsupported)
     else:
-        spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "path", "trust_code")})
+        spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "path", "trust_code", "custom_objects")})
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
     lat = cfg.latency
@@ -95,8 +97,25 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
 
     bench = Workbench(model, data, FineTuneSettings(**OmegaConf.to_container(cfg.finetune)),
                       LatencyProtocol(lat.threads, lat.warmup, lat.min_runs, lat.max_runs, lat.max_seconds),
-                      latency_backend=backend)
+                      latency_backend=backend, scorer=scorer_from_config(cfg.objective))
     return bench, training
+
+
+def check_objective_metric(study: Any, metric: str) -> None:
+    """Record the study's objective metric, or refuse to mix another one into it.
+
+    Raises:
+        ConfigError: the study was scored with a different ``objective.metric``.
+    """
+    from objectives.errors import ConfigError
+    from search.study import METRIC_ATTR, count_finished
+
+    recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if count_finished(study) else None)  # older studies: top-1
+    if recorded is None:
+        study.set_user_attr(METRIC_ATTR, metric)
+    elif recorded != metric:
+        raise ConfigError(f"study '{study.study_name}' is scored with objective.metric = '{recorded}', not '{metric}'; "
+                          "accepted: the same objective.metric, or another study.name")
 
 
 def run(cfg: DictConfig) -> SweepResult:
@@ -129,6 +148,7 @@ def run(cfg: DictConfig) -> SweepResult:
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     constraints = dict(cfg.study.constraints or {})
     study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions)
+    check_objective_metric(study, bench.scorer.name)
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     versions = {f"litesweep.version.{p}": importlib.metadata.version(p) for p in VERSIONED}
@@ -136,7 +156,7 @@ def run(cfg: DictConfig) -> SweepResult:
     parent_id, resumed = tracker.open_study_run(
         study.study_name, params={k: mask(str(v)) for k, v in _flatten(resolved).items()},
         tags={**versions, "litesweep.seed": str(cfg.study.seed), "litesweep.storage": mask(str(cfg.study.storage)),
-              "litesweep.base_model": training["cache_key"],
+              "litesweep.base_model": training["cache_key"], TAG_METRIC: bench.scorer.name,
               "litesweep.unsupported_layers": ",".join(training.get("unsupported_layers", [])) or "none"},
     )
     study.set_user_attr("mlflow_parent_run_id", parent_id)
@@ -213,7 +233,8 @@ def run(cfg: DictConfig) -> SweepResult:
         tracker.close_study_run(status)
     n_finished = count_finished(study)
     feasible = "" if not constraints else f", constraints {constraints}"
-    print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}):")
+    scored = "" if bench.scorer.name == "accuracy" else f"; accuracy is objective.metric = {bench.scorer.name}"
+    print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}{scored}):")
     print(pareto.format_table(front, reference, presets))
     if presets:
         print(f"\nPresets dominated on ({', '.join(directions)}) by a front trial: "

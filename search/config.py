@@ -83,6 +83,21 @@ class ModelConfig:
     separable: bool = False  # MobileNet-style depthwise-separable blocks instead of Conv-Pool
     path: Optional[str] = None  # a trained model (.keras, .h5, SavedModel dir) instead of the built CNN
     trust_code: bool = False  # allow Lambda layers (arbitrary code) in model.path
+    # modules or classes to import before loading model.path (its custom layers), e.g. [my_pkg.layers]
+    custom_objects: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """What the ``accuracy`` objective measures on the test split (higher is better).
+
+    ``metric``: ``accuracy`` (top-1 on the labels), ``top_k`` (with ``k``), ``agreement`` (top-1 agreement
+    with the float model, no labels needed) or ``{_target_: module.function}``, a function
+    ``f(labels, outputs) -> float``. Untyped so that a mapping with ``_target_`` is accepted.
+    """
+
+    metric: Any = "accuracy"
+    k: int = 5
 
 
 @dataclasses.dataclass
@@ -258,6 +273,7 @@ class LitesweepConfig:
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
     finetune: FineTuneConfig = dataclasses.field(default_factory=FineTuneConfig)
     latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
@@ -336,6 +352,7 @@ def validate(cfg: Any) -> None:
     Pure: imports no TensorFlow and touches no store, so bad input fails in well under a second.
     """
     from objectives.metrics import METRIC_NAMES
+    from search.objective import scorer_from_config
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
@@ -416,6 +433,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"finetune.learning_rate = {cfg.finetune.learning_rate!r} must be > 0")
     if cfg.model.path and not Path(cfg.model.path).exists():
         raise ConfigError(f"model.path = '{cfg.model.path}' does not exist; accepted: a .keras or .h5 file or a SavedModel directory")
+    scorer_from_config(cfg.objective)
     _check_choice(cfg.pick.prefer, PREFERENCES, "pick.prefer")
     for key in ("min_accuracy", "max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
         value = cfg.pick[key]

@@ -25,7 +25,7 @@ from objectives.errors import ConfigError, LitesweepError
 from search import pareto
 from search.cli import hydra_entry
 from search.config import validate
-from search.study import TFLITE_SHA256_TAG, make_storage
+from search.study import METRIC_ATTR, TFLITE_SHA256_TAG, make_storage
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
           "max_size_bytes": ("size_bytes", "<="), "max_latency_ms": ("latency_ms", "<=")}
@@ -87,8 +87,11 @@ def _describe(metrics: Mapping[str, float]) -> str:
 
 def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str, float], reference: Mapping[str, float],
                best_preset: tuple[str, Mapping[str, float]] | None, policy: Mapping[str, Any], cfg: DictConfig,
-               tracking_uri: str, run_id: str, sha256: str) -> str:
-    """The markdown model card: metrics, policy summary, how it was made, how to reproduce it."""
+               tracking_uri: str, run_id: str, sha256: str, metric: str = "accuracy") -> str:
+    """The markdown model card: metrics, policy summary, how it was made, how to reproduce it.
+
+    ``metric`` is what the study's ``accuracy`` scores (``objective.metric``).
+    """
     rows = [("this model", metrics), ("float32 reference", reference)]
     if best_preset:
         rows.append((f"best preset ({best_preset[0]})", best_preset[1]))
@@ -110,6 +113,7 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         "## Metrics (LiteRT interpreter, held-out test split)",
         "",
         *table,
+        *(["", f"`accuracy` is `objective.metric` = `{metric}` (higher is better)."] if metric != "accuracy" else []),
         "",
         f"Latency: median of single-sample invocations on {cfg.latency.threads} thread(s) after {cfg.latency.warmup} "
         "warm-up runs. Delegate: see the run's `litesweep.delegate` tag.",
@@ -122,7 +126,8 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         "",
         "## How it was made",
         "",
-        f"Data `{cfg.data.name}` ({cfg.data.source}, split seed {cfg.data.seed}); base model `{cfg.model.name}`; "
+        f"Data `{cfg.data.name}` ({cfg.data.source}, split seed {cfg.data.seed}); "
+        f"base model `{cfg.model.path or cfg.model.name}`; "
         f"fine-tuning {dict(OmegaConf.to_container(cfg.finetune))}.",
         "",
         "## How to reproduce",
@@ -209,7 +214,7 @@ def pick(cfg: DictConfig) -> Pick:
         (staging / "metrics.json").write_text(json.dumps({"trial": trial.number, "run_id": run_id, "metrics": metrics,
                                                           "reference": reference, "sha256": sha256}, indent=2))
         (staging / "MODEL_CARD.md").write_text(model_card(study.study_name, trial, metrics, reference, best_preset, policy, cfg,
-                                                          cfg.tracking.uri, run_id, sha256))
+                                                          cfg.tracking.uri, run_id, sha256, study.user_attrs.get(METRIC_ATTR, "accuracy")))
         # Swap the folder in whole: a reader never sees a half-written export.
         if output_dir.exists():
             shutil.rmtree(output_dir)

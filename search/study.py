@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 FEASIBLE_ATTR = "feasible"
 POLICY_ATTR = "policy"
+METRIC_ATTR = "objective_metric"  # study attribute: what the accuracy objective scores (objective.metric)
 TFLITE_SHA256_TAG = "litesweep.tflite_sha256"
 
 

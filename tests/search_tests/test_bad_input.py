@@ -95,21 +95,79 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(case, overrides, message
 
 
 def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path) -> None:
+    """A built-in layer no technique supports and a user's custom layer (imported by model.custom_objects)."""
     from mlflow.tracking import MlflowClient
 
     from objectives.compat import keras
     from search.app import run
     from tests.conftest import compose_quick
+    from tests.search_tests.user_layers import Scale
 
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
     x = keras.layers.LayerNormalization(name="norm")(x)
+    x = Scale(name="scale")(x)
     x = keras.layers.Flatten()(x)
     keras.Model(inputs, keras.layers.Dense(10, name="logits")(x)).save(tmp_path / "norm.keras")
-    result = run(compose_quick(tmp_path / "out", f"model.path={tmp_path / 'norm.keras'}", "study.n_trials=1", "study.presets=false"))
+    result = run(compose_quick(tmp_path / "out", f"model.path={tmp_path / 'norm.keras'}", "study.n_trials=1", "study.presets=false",
+                               "model.custom_objects=[tests.search_tests.user_layers]"))
     assert result.n_finished == 1
     client = MlflowClient(result.tracking_uri)
     trial = client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'")[0]
-    assert "bits.norm" not in trial.data.params and "bits.conv1" in trial.data.params
+    assert {k for k in trial.data.params if k.startswith("bits.")} == {"bits.conv1", "bits.logits"}
     parent = client.get_run(result.parent_run_id)
-    assert parent.data.tags["litesweep.unsupported_layers"] == "norm"
+    assert parent.data.tags["litesweep.unsupported_layers"] == "norm,scale"
+
+
+@pytest.fixture(scope="module")
+def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model with a custom layer whose class Keras cannot find when loading (defined here, not registered),
+    and models saved by Keras 3 (TensorFlow's default Keras), which TF-MOT cannot take."""
+    import keras as keras3
+
+    from objectives.compat import keras
+
+    class Offset(keras.layers.Layer):
+        def build(self, input_shape) -> None:  # noqa: ANN001
+            self.offset = self.add_weight(name="offset", shape=(input_shape[-1],), initializer="zeros")
+
+        def call(self, x):  # noqa: ANN001, ANN201
+            return x + self.offset
+
+    Offset.__module__ = "__main__"  # as when defined in the user's training script
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = Offset(name="offset")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x)))
+    root = tmp_path_factory.mktemp("custom")
+    files = {"keras": root / "offset.keras", "savedmodel": root / "offset_savedmodel", "keras3": root / "keras3.keras",
+             "keras3_h5": root / "keras3.h5", "keras3_export": root / "keras3_export"}
+    model.save(files["keras"])
+    model.save(files["savedmodel"], save_format="tf")
+    inputs3 = keras3.Input((8, 8, 1))
+    model3 = keras3.Model(inputs3, keras3.layers.Dense(10)(keras3.layers.Flatten()(inputs3)))
+    model3.save(files["keras3"])
+    model3.save(files["keras3_h5"])
+    model3.export(files["keras3_export"], verbose=False)
+    return files
+
+
+LOAD_CASES = [
+    ("custom class not found", "keras", [], "uses class 'Offset', a custom class Keras cannot find here; accepted: built-in layers, or the module defining it in model.custom_objects"),
+    ("revived layer cannot be cloned", "savedmodel", [], "cannot be cloned, and every trial starts from a clone: layer 'offset' (Offset) was revived from the SavedModel without its Python class"),
+    ("custom_objects not importable", "keras", ["no_such_module.Offset"], "model.custom_objects entry = 'no_such_module.Offset' cannot be imported (ModuleNotFoundError"),
+    ("Keras 3 .keras", "keras3", [], "was saved by Keras 3."),
+    ("Keras 3 .h5", "keras3_h5", [], "was saved by Keras 3."),
+    ("Keras 3 export", "keras3_export", [], "is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export)"),
+]
+
+
+@pytest.mark.parametrize(("case", "fmt", "custom", "message"), LOAD_CASES, ids=[c[0] for c in LOAD_CASES])
+def test_a_model_that_cannot_be_loaded_or_cloned_is_refused_naming_why(case, fmt, custom, message, unloadable_files) -> None:  # noqa: ANN001
+    from objectives.errors import ModelError
+    from objectives.models import load_model
+
+    with pytest.raises(ModelError) as caught:
+        load_model(unloadable_files[fmt], custom_objects=custom)
+    text = str(caught.value)
+    assert "\n" not in text and message in text, text

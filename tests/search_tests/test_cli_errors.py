@@ -36,6 +36,13 @@ CASES = [
     ("space.width={low:0.0,high:1.0}", "space.width.low = 0.0 is out of range"),
     ("latency.backend=device", "latency.backend = 'device' is not supported; accepted: ['local', 'command']"),
     ("latency.backend=command", "latency.backend = 'command' needs latency.command"),
+    ("objective.metric=f1", "objective.metric = 'f1' is not supported; accepted: one of ['accuracy', 'top_k', 'agreement'] or {_target_: module.function}"),
+    ("objective=top_k objective.k=0", "objective.k = 0 must be an integer >= 1"),
+    ("objective=recall", "config group option 'objective/recall' not found; accepted: accuracy, agreement, top_k"),
+    ("objective.metric={_target_:no_such_module.f1}", "objective.metric._target_ = 'no_such_module.f1' cannot be imported (no module 'no_such_module'"),
+    ("objective.metric={_target_:math.no_such_function}", "objective.metric._target_ = 'math.no_such_function': module 'math' has no 'no_such_function'"),
+    ("objective.metric={_target_:math.pi}", "objective.metric._target_ = 'math.pi' is not callable"),
+    ("objective.metric={_target_:statistics.fmean,beta:2}", "objective.metric._target_ = 'statistics.fmean' cannot be called as f(labels, outputs, beta=...)"),
 ]
 
 

@@ -1,0 +1,96 @@
+"""The README's "Compress your own model" walk-through, run as written.
+
+The test writes the two files the section starts from (``my_model.keras``: a small CNN trained on
+scikit-learn's digits; ``my_data.npz``: those digits as 8-bit images) into a temporary folder, runs every
+``bash`` block of the section there with ``bash -eu``, and appends quick-tier settings to each ``litesweep``
+sweep command (two post-training trials, short latency runs, no presets: training trials on user files are
+covered by tests/search_tests/test_own_model.py). Then it re-measures the picked ``.tflite`` against the
+exported metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "## Compress your own model"
+QUICK_SWEEP = ["study.n_trials=2", "space=ptq", "study.presets=false", "latency.max_seconds=0.05", "latency.max_runs=60", "progress=false"]
+ROOT = README.parent
+
+
+def walkthrough() -> list[str]:
+    """The ``bash`` blocks of the section, in order."""
+    text = README.read_text()
+    assert SECTION in text, f"README has no '{SECTION}' section"
+    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+
+
+def quick(block: str) -> str:
+    """The block with the quick-tier settings appended to each sweep command (Hydra: the last override wins)."""
+    lines = []
+    for line in block.splitlines():
+        command = line.split(" #", 1)[0].rstrip()
+        if re.match(r"litesweep\s", command):
+            line = " ".join([command, *QUICK_SWEEP])
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    """``my_model.keras`` and ``my_data.npz``, as a user's training script would leave them."""
+    from sklearn.datasets import load_digits
+
+    from objectives.compat import keras
+    from objectives.models import CnnSpec, build_cnn
+
+    bunch = load_digits()
+    images = (bunch.images * 15).astype("uint8")[..., None]  # 0..16 -> 0..240, (N, 8, 8, 1)
+    arrays = {"x_train": images[:1400], "y_train": bunch.target[:1400], "x_test": images[1400:], "y_test": bunch.target[1400:]}
+    folder = tmp_path_factory.mktemp("readme")
+    np.savez(folder / "my_data.npz", **arrays)
+    keras.utils.set_random_seed(0)
+    model = build_cnn(CnnSpec(conv_filters=(8,), dense_units=(32,)), (8, 8, 1), 10)
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(arrays["x_train"] / 255.0, arrays["y_train"], epochs=8, batch_size=64, verbose=0)
+    model.save(folder / "my_model.keras")
+    return folder, arrays
+
+
+def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> None:  # noqa: ANN001
+    from objectives.data import Source, load_dataset
+    from objectives.measure import predict
+
+    folder, arrays = own_files
+    blocks = walkthrough()
+    commands = [line for block in blocks for line in block.splitlines() if re.match(r"litesweep(-pick)?\s", line)]
+    assert len(commands) == 2 and "model.path=" in commands[0] and "data=npz" in commands[0], commands
+    # The console scripts of this interpreter, importing this checkout's packages first.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    for block in blocks:
+        proc = subprocess.run(["bash", "-eu", "-c", quick(block)], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    picked = folder / "my_sweep" / "picked" / "my-model"
+    assert {"model.tflite", "policy.json", "metrics.json", "MODEL_CARD.md"} <= {p.name for p in picked.iterdir()}
+    assert "model.tflite" in proc.stdout  # the closing `ls` printed the export
+    tflite = (picked / "model.tflite").read_bytes()
+    exported = json.loads((picked / "metrics.json").read_text())["metrics"]
+    data = load_dataset(Source("npz", path=str(folder / "my_data.npz")), name="npz")  # as the sweep read it
+    assert np.array_equal(np.sort(data.y_test), np.sort(arrays["y_test"]))  # the same test split (shuffled)
+    outputs, _ = predict(tflite, data.x_test)
+    assert len(tflite) == exported["size_bytes"] and "kl_divergence" in exported
+    card = (picked / "MODEL_CARD.md").read_text()
+    assert f"base model `{folder / 'my_model.keras'}`" in card and "Data `npz`" in card, card
+    assert f"data.path={folder / 'my_data.npz'}" in card  # its litesweep-apply command rebuilds from the same files
+    assert float(np.mean(np.argmax(outputs, axis=1) == data.y_test)) == exported["accuracy"]
