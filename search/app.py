@@ -186,7 +186,8 @@ def run(cfg: DictConfig) -> SweepResult:
                 study.enqueue_trial(sensitivity.seed_params(space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
         if cfg.screen.enabled:
             fresh = not study.trials
-            rows = screen.screen(bench, space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed, directions)
+            rows = screen.screen(bench, space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed, directions,
+                                 cfg.screen.max_drop)
             screen.log_report(tracker, rows)
             if fresh:
                 log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))

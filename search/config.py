@@ -192,6 +192,7 @@ class ScreenConfig:
     enabled: bool = False
     trials: int = 30
     seeds: int = 5
+    max_drop: float = 5.0  # accuracy points post-training above which a mixture is not a candidate
 
 
 @dataclasses.dataclass

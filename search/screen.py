@@ -1,8 +1,8 @@
 """Multi-fidelity: cheap post-training trials choose which bit mixtures get trained first.
 
 Before a training (``qat``) study's first trial, ``screen.trials`` random per-unit bit mixtures are
-quantized post-training (seconds each, no training) and measured. The mixtures on that cheap front
-(accuracy, size, latency) are enqueued, spread from smallest to largest, as the study's first
+quantized post-training (seconds each, no training) and measured. Of the mixtures within
+``screen.max_drop`` accuracy points, those on the cheap front (accuracy, size, latency) are enqueued, spread from smallest to largest, as the study's first
 training trials; the sampler fills in the other parameters. The result is stored on the study
 (user attribute), so a resumed study does not redo it, and logged as ``screen.csv`` on the parent run.
 """
@@ -72,8 +72,11 @@ def _front(rows: list[dict[str, Any]], directions: dict[str, str]) -> list[dict[
 
 
 def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n_seeds: int, seed: int,
-           directions: dict[str, str]) -> list[dict[str, Any]]:
+           directions: dict[str, str], max_drop: float = 5.0) -> list[dict[str, Any]]:
     """Measure ``n_trials`` post-training mixtures; return the rows (mixture, metrics, on the cheap front).
+
+    Only mixtures within ``max_drop`` accuracy points post-training are candidates: training recovers
+    some accuracy, but a mixture that collapses without it (e.g. a 2-bit layer) is not worth training first.
 
     Cached on the study: a resumed study reads the rows back.
     """
@@ -85,11 +88,12 @@ def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n
     for mixture in _candidates(space, supported, n_trials, seed):
         metrics = bench.run(_policy(space, mixture, supported)).metrics.as_dict()
         rows.append({"bits": mixture, **{k: metrics[k] for k in ("accuracy", "accuracy_drop", "size_bytes", "latency_ms")}})
-    front = sorted(_front(rows, directions), key=lambda r: r["size_bytes"])
+    candidates = [r for r in rows if r["accuracy_drop"] <= max_drop]
+    front = sorted(_front(candidates, directions), key=lambda r: r["size_bytes"])
     step = max(1, len(front) / max(1, n_seeds))
     chosen = {id(front[int(i * step)]) for i in range(min(n_seeds, len(front)))}
     for row in rows:
-        row["front"] = any(row is f for f in front)
+        row["front"] = any(row is f for f in front)  # the cheap front of the candidates
         row["enqueued"] = id(row) in chosen
     study.set_user_attr(STUDY_ATTR, rows)
     return rows

@@ -130,7 +130,7 @@ def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path
 
 def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path) -> None:
     result = run(compose_quick(tmp_path, "study.n_trials=2", "study.presets=false", "screen=ptq", "screen.trials=6",
-                               "screen.seeds=2", "space.bits=[4,8,32]"))
+                               "screen.seeds=2", "screen.max_drop=100", "space.bits=[4,8,32]"))
     study = _study(result)
     rows = study.user_attrs["screen"]
     assert len(rows) == 6 and len({tuple(r["bits"].values()) for r in rows}) == 6, "distinct mixtures"
