@@ -134,7 +134,7 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
     study = _study(result)
     rows = study.user_attrs["screen"]
     assert len(rows) == 6 and len({tuple(r["bits"].values()) for r in rows}) == 6, "distinct mixtures"
-    enqueued = [r for r in rows if r["enqueued"]]
+    enqueued = sorted((r for r in rows if r["enqueued"]), key=lambda r: r["size_bytes"])
     assert len(enqueued) == 2 and all(r["front"] for r in enqueued)
     # No enqueued mixture is dominated by another screened mixture on (accuracy, size, latency).
     for r in enqueued:
