@@ -301,6 +301,39 @@ def throughput_figures(out: Path) -> dict[str, Any]:
     return figures
 
 
+def remeasure_latency(out: Path, name: str, fastest: int = 5, rounds: int = 3) -> dict[str, Any] | None:
+    """Latency of the presets and the ``fastest`` trials at drop <= 1, re-measured side by side.
+
+    Trials and presets were timed minutes apart while the machine's load changed; here every file is
+    timed in the same rounds (interleaved, same protocol), and the median over rounds is reported.
+    """
+    study = load_study(out, name)
+    if study is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from objectives.measure import LatencyProtocol, latency_ms
+
+    client = MlflowClient(f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    files: dict[str, bytes] = {}
+    for run in client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'baseline'"):
+        files[f"preset {run.data.tags['litesweep.preset']}"] = Path(client.download_artifacts(run.info.run_id, "model.tflite")).read_bytes()
+    good = [t for t in study.trials if t.user_attrs.get("metrics") and t.user_attrs["metrics"]["accuracy_drop"] <= DROP_BUDGET]
+    for trial in sorted(good, key=lambda t: t.user_attrs["metrics"]["latency_ms"])[:fastest]:
+        files[f"trial {trial.number}"] = Path(client.download_artifacts(trial.user_attrs["mlflow_run_id"], "model.tflite")).read_bytes()
+    from objectives.runtime import open_interpreter
+
+    timings: dict[str, list[float]] = {k: [] for k in files}
+    for _ in range(rounds):
+        for label, tflite in files.items():
+            interpreter, _ = open_interpreter(tflite, threads=1, batch=1)
+            shape = tuple(interpreter.get_input_details()[0]["shape"][1:])
+            sample = np.random.default_rng(0).random(shape, dtype=np.float32)
+            timings[label].append(latency_ms(tflite, sample, LatencyProtocol())[0])
+    return {label: round(statistics.median(values), 4) for label, values in timings.items()}
+
+
 # --- running ------------------------------------------------------------------------------------
 
 
@@ -316,6 +349,7 @@ def main() -> None:
     parser.add_argument("--max-drop", type=float, default=None,
                         help="search phase: study.constraints accuracy_drop bound (points), so the sampler models feasibility")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="samplers compared")
+    parser.add_argument("--remeasure", action="store_true", help="report: re-time presets and the fastest trials side by side")
     parser.add_argument("--cpus", default=None, help="taskset CPU list for every litesweep process (e.g. 0)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<task>)")
     args = parser.parse_args()
@@ -362,6 +396,7 @@ def write_report(out: Path, args: argparse.Namespace) -> None:
         "search": search_figures(out, "search"),
         "compare": compare_figures(out, args.seeds),
         "throughput": throughput_figures(out),
+        "latency_side_by_side_ms": remeasure_latency(out, "search") if args.remeasure else None,
         "walls_s": json.loads((out / "walls.json").read_text()) if (out / "walls.json").exists() else {},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -418,6 +453,11 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"| {method} | {m['finished_trials']} | {m['trials_per_hour']} | {m['trials_per_hour_including_setup']} | "
                          f"{m['overhead_share']} | {m['overhead_share_of_loop_wall']} | {m['mean_phase_s']} |")
         lines += ["", "Targets (default model): ptq >= 2,000/h, qat >= 300/h; overhead share <= 30% (ptq), <= 5% (qat).", ""]
+    if report.get("latency_side_by_side_ms"):
+        lines += ["## Latency re-measured side by side", "", "Presets and the fastest trials at drop <= 1, timed in the same "
+                  "interleaved rounds (same protocol, median of 3 rounds), so load changes during the search do not bias them:", "",
+                  "| model | latency ms |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in report["latency_side_by_side_ms"].items()] + [""]
     lines += [f"Wall seconds per command: {report['walls_s']}", ""]
     return "\n".join(lines)
 
