@@ -324,13 +324,13 @@ def remeasure_latency(out: Path, name: str, fastest: int = 5, rounds: int = 3) -
         files[f"trial {trial.number}"] = Path(client.download_artifacts(trial.user_attrs["mlflow_run_id"], "model.tflite")).read_bytes()
     from objectives.runtime import open_interpreter
 
+    rng = np.random.default_rng(0)
+    samples = {label: rng.random(tuple(open_interpreter(tflite, threads=1, batch=1)[0].get_input_details()[0]["shape"][1:]),
+                                 dtype=np.float32) for label, tflite in files.items()}
     timings: dict[str, list[float]] = {k: [] for k in files}
     for _ in range(rounds):
         for label, tflite in files.items():
-            interpreter, _ = open_interpreter(tflite, threads=1, batch=1)
-            shape = tuple(interpreter.get_input_details()[0]["shape"][1:])
-            sample = np.random.default_rng(0).random(shape, dtype=np.float32)
-            timings[label].append(latency_ms(tflite, sample, LatencyProtocol())[0])
+            timings[label].append(latency_ms(tflite, samples[label], LatencyProtocol())[0])
     return {label: round(statistics.median(values), 4) for label, values in timings.items()}
 
 
