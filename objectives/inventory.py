@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from objectives.compat import keras
+from objectives.compat import keras, tf
 
 TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "width")
 _WEIGHTED: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -41,6 +41,11 @@ class LayerInfo:
         return "prune" in self.techniques and self.input_channels % 4 == 0
 
 
+def kernel_of(layer: keras.layers.Layer) -> tf.Variable:
+    """The weight kernel of a Conv2D, DepthwiseConv2D or Dense layer (depthwise layers name it differently)."""
+    return layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
+
+
 def compressible_layers(model: keras.Model) -> list[LayerInfo]:
     """List the model's layers that at least one technique supports, in model order.
 
@@ -49,11 +54,13 @@ def compressible_layers(model: keras.Model) -> list[LayerInfo]:
     found = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
-            techniques = tuple(t for t in TECHNIQUES if t != "width")
-            kernel = layer.depthwise_kernel
+            # TF-MOT 0.8.1 wraps DepthwiseConv2D for pruning but gives it no mask (nothing is pruned), and a
+            # narrower depthwise layer follows its input: neither technique is offered.
+            techniques = tuple(t for t in TECHNIQUES if t not in ("width", "prune"))
+            kernel = kernel_of(layer)
         elif type(layer) in (keras.layers.Conv2D, keras.layers.Dense):
             techniques = TECHNIQUES
-            kernel = layer.kernel
+            kernel = kernel_of(layer)
         else:
             continue
         found.append(LayerInfo(layer.name, type(layer).__name__, int(kernel.shape.num_elements()),

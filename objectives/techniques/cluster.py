@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from objectives.compat import keras, tf, tfmot
+from objectives.inventory import kernel_of
 
 _clustering = tfmot.clustering.keras
 
@@ -27,7 +28,7 @@ def wrap_for_clustering(model: keras.Model, clusters: Mapping[str, int], preserv
         if not k:
             return layer
         return _clustering.cluster_weights(
-            layer, number_of_clusters=feasible_clusters(layer.kernel.numpy(), int(k)),
+            layer, number_of_clusters=feasible_clusters(kernel_of(layer).numpy(), int(k)),
             cluster_centroids_init=_clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
             preserve_sparsity=layer.name in preserve_sparsity,
         )
@@ -57,7 +58,7 @@ def strip(model: keras.Model) -> keras.Model:
 
 def centroids(model: keras.Model, layer_names: Sequence[str]) -> dict[str, np.ndarray]:
     """The distinct values of each clustered kernel (its centroids, plus 0 when sparsity was kept)."""
-    return {name: np.unique(model.get_layer(name).kernel.numpy()) for name in layer_names}
+    return {name: np.unique(kernel_of(model.get_layer(name)).numpy()) for name in layer_names}
 
 
 def distinct_values(kernel: np.ndarray) -> int:

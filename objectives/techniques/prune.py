@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from objectives.compat import keras, tf, tfmot
+from objectives.inventory import kernel_of
 
 _sparsity = tfmot.sparsity.keras
 
@@ -49,7 +50,7 @@ def strip(model: keras.Model) -> keras.Model:
 
 def kernel_masks(model: keras.Model, layer_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Non-zero masks of the kernels of ``layer_names`` (to keep sparsity through later training)."""
-    return {name: (model.get_layer(name).kernel.numpy() != 0).astype("float32") for name in layer_names}
+    return {name: (kernel_of(model.get_layer(name)).numpy() != 0).astype("float32") for name in layer_names}
 
 
 def holds_2_by_4(kernel: np.ndarray) -> bool:

@@ -17,6 +17,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.experimental.d
 )
 
 from objectives.compat import keras, tf, tfmot
+from objectives.inventory import kernel_of
 
 _quant = tfmot.quantization.keras
 ACTIVATION_BITS = 8
@@ -65,7 +66,7 @@ def kernel_variables(qat_model: keras.Model, layer_names: list[str]) -> dict[str
         try:
             wrapper = qat_model.get_layer(f"quant_{name}")
         except ValueError:  # left unwrapped (float)
-            found[name] = qat_model.get_layer(name).kernel
+            found[name] = kernel_of(qat_model.get_layer(name))
             continue
         matches = [w for w in wrapper.weights if w.name.endswith("kernel:0") and w.name.startswith(f"{name}/")]
         if len(matches) != 1:

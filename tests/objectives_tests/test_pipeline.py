@@ -91,3 +91,27 @@ def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # n
 
     with pytest.raises(ConfigError, match="'conv9' is not a compressible layer"):
         digits_bench.check(Policy({"conv9": LayerPolicy(bits=8)}))
+
+
+def test_a_depthwise_separable_model_is_pruned_clustered_and_quantized(tmp_path) -> None:  # noqa: ANN001
+    """MobileNet-style layers keep their weights in ``depthwise_kernel``; every technique must find them."""
+    from objectives.data import load_dataset
+    from objectives.measure import LatencyProtocol
+    from objectives.models import CnnSpec, train_or_load
+    from objectives.pipeline import FineTuneSettings, Workbench
+
+    data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
+    spec = CnnSpec(conv_filters=(8, 16), dense_units=(), max_epochs=8, patience=2, learning_rate=0.01, separable=True)
+    model, _ = train_or_load(spec, data, tmp_path)
+    bench = Workbench(model, data, FineTuneSettings(prune_epochs=1, cluster_epochs=1, qat_epochs=1),
+                      LatencyProtocol(max_seconds=0.05, max_runs=60))
+    assert [(i.name, i.kind) for i in bench.layers][:3] == [("conv1", "Conv2D"), ("dw2", "DepthwiseConv2D"), ("pw2", "Conv2D")]
+    assert "prune" not in bench.layers[1].techniques, "TF-MOT gives depthwise pruning wrappers no mask"
+    with pytest.raises(Exception, match="dw2"):
+        bench.check(Policy({"dw2": LayerPolicy(sparsity=0.5)}, DistillPolicy()))
+    policy = Policy({"conv1": LayerPolicy(bits=8), "dw2": LayerPolicy(bits=8, clusters=4),
+                     "pw2": LayerPolicy(bits=8, sparsity=0.5), "logits": LayerPolicy(bits=8)}, DistillPolicy())
+    output = bench.run(policy)
+    assert 0.4 <= output.achieved_sparsity["pw2"] <= 0.6
+    assert output.weight_types["dw2"] == "INT8"
+    assert output.metrics.size_bytes == len(output.tflite) and output.metrics.accuracy > 0.3
