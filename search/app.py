@@ -142,7 +142,9 @@ def run(cfg: DictConfig) -> SweepResult:
     bench, training = build_workbench(cfg)
     space = SearchSpace.from_config(
         cfg.space, [info.name for info in bench.layers],
-        no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4], full_width=[bench.output_layer],
+        no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4],
+        full_width=[bench.output_layer, *(i.name for i in bench.layers if "width" not in i.techniques)],
+        unprunable=[i.name for i in bench.layers if "prune" not in i.techniques],
         ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
     )
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))

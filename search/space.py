@@ -99,6 +99,7 @@ class SearchSpace:
         *,
         no_2_by_4: Sequence[str] = (),
         full_width: Sequence[str] = (),
+        unprunable: Sequence[str] = (),
         ptq_support: Mapping[str, set[str]] | None = None,
     ) -> SearchSpace:
         """Expand the space config over the model's layers.
@@ -107,7 +108,8 @@ class SearchSpace:
             space: the ``space`` config node.
             layer_names: compressible layers of the model, in order.
             no_2_by_4: layers whose kernel cannot hold 2:4 sparsity (input axis not a multiple of 4).
-            full_width: layers that must keep all their units (the output layer).
+            full_width: layers that must keep all their units (the output layer, depthwise layers).
+            unprunable: layers pruning does not reach (depthwise layers): sparsity stays 0.
             ptq_support: recipes each layer's op accepts (``ptq``/``mixed``); others are left out.
 
         Raises:
@@ -136,7 +138,7 @@ class SearchSpace:
         if unknown:
             accepted = [u for u, _ in unit_names]
             raise ConfigError(f"space.layers names {unknown}, which the model does not have; accepted: {accepted}")
-        units = [cls._unit(space, name, members, techniques, no_2_by_4, full_width) for name, members in unit_names]
+        units = [cls._unit(space, name, members, techniques, no_2_by_4, full_width, unprunable) for name, members in unit_names]
         if space.method != "qat":
             units = [cls._with_recipes(unit, ptq_support) for unit in units]
         distill = "distill" in techniques
@@ -149,7 +151,7 @@ class SearchSpace:
 
     @staticmethod
     def _unit(space: Any, name: str, members: tuple[str, ...], techniques: set[str],
-              no_2_by_4: Sequence[str], full_width: Sequence[str]) -> UnitSpace:
+              no_2_by_4: Sequence[str], full_width: Sequence[str], unprunable: Sequence[str] = ()) -> UnitSpace:
         override: Mapping[str, Any] = space.layers.get(name) or {}
 
         def pick(key: str) -> Any:
@@ -157,7 +159,7 @@ class SearchSpace:
             return space[key] if value is None else value
 
         bits = tuple(int(b) for b in pick("bits")) if "quantize" in techniques else (32,)
-        prune = "prune" in techniques
+        prune = "prune" in techniques and not any(m in unprunable for m in members)
         structures = tuple(pick("structures")) if prune else ("unstructured",)
         if any(m in no_2_by_4 for m in members):
             structures = tuple(s for s in structures if s != "2:4") or ("unstructured",)

@@ -90,3 +90,12 @@ def test_a_ptq_layer_with_no_accepted_recipe_is_an_error(tmp_path: Path) -> None
     cfg = compose_quick(tmp_path, "space=ptq", "space.bits=[2]", "space.ptq_modes=[weight_only]")
     with pytest.raises(ConfigError, match=r"no post-training recipe of space \['weight_only_w2'\] fits 'conv1'"):
         SearchSpace.from_config(cfg.space, LAYERS, ptq_support={n: {"float", "dynamic_w2"} for n in LAYERS})
+
+
+def test_layers_pruning_cannot_reach_sample_no_sparsity_nor_width(tmp_path: Path) -> None:
+    space = SearchSpace.from_config(compose_quick(tmp_path, "space=full").space, LAYERS, unprunable=[LAYERS[0]],
+                                    full_width=[LAYERS[0]])
+    first, second = space.units[0], space.units[1]
+    assert (first.sparsity.low, first.sparsity.high, first.structures) == (0.0, 0.0, ("unstructured",))
+    assert (first.width.low, first.width.high) == (1.0, 1.0)
+    assert second.sparsity.high > 0 and second.width.low < 1.0
