@@ -200,8 +200,7 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
         "preset_dominated": dominated,
         "overhead_share": _overhead(timings),
         "overhead_share_of_loop_wall": _study_overhead(study),
-        "mean_phase_s": {k: round(statistics.mean(t.get(k, 0.0) for t in timings), 3)
-                         for k in ("prepare", "finetune", "convert", "evaluate", "log", "overhead", "trial")} if timings else None,
+        "mean_phase_s": _mean_phases(timings),
     }
     if smallest and int8:
         figures["size_vs_full_int8"] = round(int8["size_bytes"] / smallest["size_bytes"], 2)
@@ -228,6 +227,12 @@ def _study_overhead(study: Any) -> float | None:
     wall = _study_wall(study)
     work = sum(t.get(k, 0.0) for t in timings for k in ("finetune", "convert", "evaluate"))
     return round(1 - work / wall, 4) if wall else None
+
+
+def _mean_phases(timings: list[dict[str, float]]) -> dict[str, float] | None:
+    """Mean seconds of each trial phase."""
+    phases = ("prepare", "finetune", "convert", "evaluate", "log", "overhead", "trial")
+    return {k: round(statistics.mean(t.get(k, 0.0) for t in timings), 3) for k in phases} if timings else None
 
 
 def _overhead(timings: list[dict[str, float]]) -> float | None:
@@ -295,8 +300,7 @@ def throughput_figures(out: Path) -> dict[str, Any]:
             if walls.get(f"throughput-{method}") else None,
             "overhead_share": _overhead(timings),
             "overhead_share_of_loop_wall": _study_overhead(study),
-            "mean_phase_s": {k: round(statistics.mean(t.get(k, 0.0) for t in timings), 3)
-                             for k in ("prepare", "finetune", "convert", "evaluate", "log", "overhead", "trial")} if timings else None,
+            "mean_phase_s": _mean_phases(timings),
         }
     return figures
 
