@@ -44,6 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from search import pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
+
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
 # Normalized objectives for hypervolume: accuracy drop in points / 5, size / float32 size, latency /
@@ -51,6 +53,7 @@ DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
 HV_REFERENCE = (1.0, 1.0, 1.5)  # = 5 points of accuracy drop, float32 size, 1.5x float32 latency
 HV_REFERENCE_LOOSE = (4.0, 1.0, 3.0)  # = 20 points, float32 size, 3x float32 latency (sensitivity check)
 PRESET_FULL_INT8 = "full_int8"
+OBJECTIVES = {"accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 
 
 def task_overrides(task: str, out: Path) -> list[str]:
@@ -161,13 +164,6 @@ def hypervolume(points: list[dict[str, float]], reference: dict[str, float], ref
     return float(compute_hypervolume(np.asarray(inside), np.asarray(ref_point, dtype=float))) / float(np.prod(ref_point))
 
 
-def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
-    """``a`` is at least as accurate, small and fast as ``b``, and better in one."""
-    no_worse = a["accuracy"] >= b["accuracy"] and a["size_bytes"] <= b["size_bytes"] and a["latency_ms"] <= b["latency_ms"]
-    better = a["accuracy"] > b["accuracy"] or a["size_bytes"] < b["size_bytes"] or a["latency_ms"] < b["latency_ms"]
-    return no_worse and better
-
-
 def search_figures(out: Path, name: str) -> dict[str, Any] | None:
     """Front vs presets figures of the wall-time search."""
     study = load_study(out, name)
@@ -182,7 +178,7 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
     smallest_gzip = min(good, key=lambda m: m["size_gzip_bytes"], default=None)
     good_presets = {k: v for k, v in presets.items() if v["accuracy_drop"] <= DROP_BUDGET}
     best_preset = min(good_presets.items(), key=lambda kv: kv[1]["size_bytes"], default=(None, None))
-    dominated = {p: next((i for i, m in enumerate(trials) if dominates(m, v)), None) is not None for p, v in presets.items()}
+    dominated = {p: next((i for i, m in enumerate(trials) if pareto.dominates(m, v, OBJECTIVES)), None) is not None for p, v in presets.items()}
     timings = [t.user_attrs.get("timings") for t in study.trials if t.user_attrs.get("timings")]
     pick = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms")
     figures: dict[str, Any] = {

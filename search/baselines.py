@@ -38,15 +38,11 @@ def dominance(
 
     Dominates: no worse on every objective and better on at least one.
     """
-    def no_worse(a: float, b: float, direction: str) -> bool:
-        return a >= b if direction == "maximize" else a <= b
-
     result: dict[str, int | None] = {}
     for preset, metrics in presets.items():
         result[preset] = None
         for trial in front:
-            m = trial.user_attrs[pareto.METRICS_ATTR]
-            if all(no_worse(m[k], metrics[k], d) for k, d in directions.items()) and any(m[k] != metrics[k] for k in directions):
+            if pareto.dominates(trial.user_attrs[pareto.METRICS_ATTR], metrics, directions):
                 result[preset] = trial.number
                 break
     return result

@@ -20,6 +20,17 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
+def dominates(a: Mapping[str, float], b: Mapping[str, float], directions: Mapping[str, str]) -> bool:
+    """``a`` is no worse than ``b`` on every objective in ``directions`` and better on at least one."""
+    no_worse = all(a[k] >= b[k] if d == "maximize" else a[k] <= b[k] for k, d in directions.items())
+    return no_worse and any(a[k] != b[k] for k in directions)
+
+
+def non_dominated(rows: Sequence[Mapping[str, float]], directions: Mapping[str, str]) -> list[Mapping[str, float]]:
+    """The rows no other row dominates, in their given order (for metrics that are not in a study)."""
+    return [r for r in rows if not any(dominates(o, r, directions) for o in rows if o is not r)]
+
+
 def front_run_ids(trials: Sequence[optuna.trial.FrozenTrial]) -> list[str]:
     """MLflow run ids of trials (each trial stores its run id as a user attribute)."""
     return [t.user_attrs[RUN_ID_ATTR] for t in trials if RUN_ID_ATTR in t.user_attrs]

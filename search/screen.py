@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from objectives.policy import FLOAT_BITS, DistillPolicy, LayerPolicy, Policy, parse_recipe
+from search import pareto
 from search.space import SearchSpace
 from search.tracking import Tracker
 
@@ -64,13 +65,6 @@ def _policy(space: SearchSpace, mixture: dict[str, int], supported: dict[str, se
     return Policy(layers, DistillPolicy(), method="ptq")
 
 
-def _front(rows: list[dict[str, Any]], directions: dict[str, str]) -> list[dict[str, Any]]:
-    def no_worse(a: dict, b: dict) -> bool:
-        return all(a[k] >= b[k] if d == "maximize" else a[k] <= b[k] for k, d in directions.items())
-
-    return [r for r in rows if not any(no_worse(o, r) and any(o[k] != r[k] for k in directions) for o in rows if o is not r)]
-
-
 def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n_seeds: int, seed: int,
            directions: dict[str, str], max_drop: float = 5.0) -> list[dict[str, Any]]:
     """Measure ``n_trials`` post-training mixtures; return the rows (mixture, metrics, on the cheap front).
@@ -89,7 +83,7 @@ def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n
         metrics = bench.run(_policy(space, mixture, supported)).metrics.as_dict()
         rows.append({"bits": mixture, **{k: metrics[k] for k in ("accuracy", "accuracy_drop", "size_bytes", "latency_ms")}})
     candidates = [r for r in rows if r["accuracy_drop"] <= max_drop]
-    front = sorted(_front(candidates, directions), key=lambda r: r["size_bytes"])
+    front = sorted(pareto.non_dominated(candidates, directions), key=lambda r: r["size_bytes"])
     step = max(1, len(front) / max(1, n_seeds))
     chosen = {id(front[int(i * step)]) for i in range(min(n_seeds, len(front)))}
     for row in rows:

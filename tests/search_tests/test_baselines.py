@@ -25,3 +25,13 @@ def test_dominance_needs_every_objective(trial_metrics: dict, dominated: bool) -
                          distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})
     trial.number = 7
     assert dominance({"full_int8": PRESET}, [trial], DIRECTIONS) == {"full_int8": 7 if dominated else None}
+
+
+def test_non_dominated_keeps_trade_offs_and_drops_the_dominated() -> None:
+    rows = [
+        {"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.50},  # dominated by the next row
+        {"accuracy": 0.96, "size_bytes": 90_000, "latency_ms": 0.50},
+        {"accuracy": 0.90, "size_bytes": 20_000, "latency_ms": 0.60},  # a trade-off: smaller, less accurate
+        {"accuracy": 0.96, "size_bytes": 90_000, "latency_ms": 0.50},  # a tie with row 1: neither dominates
+    ]
+    assert pareto.non_dominated(rows, DIRECTIONS) == rows[1:]
