@@ -178,7 +178,10 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
     smallest_gzip = min(good, key=lambda m: m["size_gzip_bytes"], default=None)
     good_presets = {k: v for k, v in presets.items() if v["accuracy_drop"] <= DROP_BUDGET}
     best_preset = min(good_presets.items(), key=lambda kv: kv[1]["size_bytes"], default=(None, None))
-    dominated = {p: next((i for i, m in enumerate(trials) if pareto.dominates(m, v, OBJECTIVES)), None) is not None for p, v in presets.items()}
+    dominated = {p: any(pareto.dominates(m, v, OBJECTIVES) for m in trials) for p, v in presets.items()}
+    acc_size = {"accuracy": "maximize", "size_bytes": "minimize"}
+    on_size = {p: any(pareto.dominates(m, v, acc_size) or (m["accuracy"], m["size_bytes"]) == (v["accuracy"], v["size_bytes"])
+                      for m in trials) for p, v in presets.items()}
     timings = [t.user_attrs.get("timings") for t in study.trials if t.user_attrs.get("timings")]
     pick = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms")
     figures: dict[str, Any] = {
@@ -194,6 +197,8 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
         "best_preset_at_drop_le_1": best_preset[0],
         "every_preset_dominated": all(dominated.values()) if dominated else None,
         "preset_dominated": dominated,
+        "every_preset_dominated_on_accuracy_size": all(on_size.values()) if on_size else None,
+        "preset_dominated_on_accuracy_size": on_size,
         "overhead_share": _overhead(timings),
         "overhead_share_of_loop_wall": _study_overhead(study),
         "mean_phase_s": _mean_phases(timings),
@@ -430,6 +435,8 @@ def render(report: dict[str, Any]) -> str:
                   f"- smallest gzip at drop <= 1 vs float32 gzip: **{s.get('gzip_vs_float32')}x** smaller (target 25x)",
                   f"- vs the best preset at drop <= 1 ({s['best_preset_at_drop_le_1']}): {s.get('size_vs_best_preset')}x smaller",
                   f"- every preset dominated (accuracy, size, latency): **{s['every_preset_dominated']}** {s['preset_dominated']}",
+                  f"- every preset dominated or equalled on (accuracy, size): **{s.get('every_preset_dominated_on_accuracy_size')}** "
+                  f"{s.get('preset_dominated_on_accuracy_size')}",
                   f"- overhead share of trial wall time: {s['overhead_share']} (of the whole trial loop, between-trial work "
                   f"included: {s['overhead_share_of_loop_wall']}); mean phase seconds {s['mean_phase_s']}", ""]
     c = report["compare"]

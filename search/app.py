@@ -36,6 +36,8 @@ class SweepResult:
     reference: dict[str, float]
     presets: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     presets_dominated: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    #: preset -> a front trial at least as accurate and at most as large (issue 3's test), or None
+    presets_dominated_on_size: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -224,8 +226,10 @@ def run(cfg: DictConfig) -> SweepResult:
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
         dominated = baselines.dominance(presets, front, directions)
+        on_size = baselines.dominance(presets, front, baselines.ACCURACY_AND_SIZE, or_equal=True)
         tracker.log_study_metrics({"n_finished": count_finished(study), "front_size": len(front),
-                                   "presets_dominated": sum(v is not None for v in dominated.values())})
+                                   "presets_dominated": sum(v is not None for v in dominated.values()),
+                                   "presets_dominated_on_size": sum(v is not None for v in on_size.values())})
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -240,14 +244,14 @@ def run(cfg: DictConfig) -> SweepResult:
     print(f"\nPareto front of study '{study.study_name}' ({n_finished} finished trials, objectives {directions}{feasible}{scored}):")
     print(pareto.format_table(front, reference, presets))
     if presets:
-        print(f"\nPresets dominated on ({', '.join(directions)}) by a front trial: "
-              + ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in dominated.items()))
+        print(baselines.dominance_line(on_size, "accuracy, size_bytes", "dominated or equalled"))
+        print(baselines.dominance_line(dominated, ", ".join(directions), "dominated"))
     print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
     return SweepResult(
         study_name=study.study_name, storage=str(cfg.study.storage), tracking_uri=cfg.tracking.uri,
         experiment_id=tracker.experiment_id, parent_run_id=parent_id, n_finished=n_finished,
         front_trial_numbers=[t.number for t in front], reference=reference, presets=presets,
-        presets_dominated=dominated,
+        presets_dominated=dominated, presets_dominated_on_size=on_size,
     )
 
 

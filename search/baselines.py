@@ -10,6 +10,9 @@ import optuna
 from search import pareto
 from search.tracking import Tracker
 
+#: The test issue 3 sets for presets: a front trial at least as accurate and no larger.
+ACCURACY_AND_SIZE = {"accuracy": "maximize", "size_bytes": "minimize"}
+
 
 def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:
     """Metrics of every preset; presets already logged for this study are read back, not redone."""
@@ -33,16 +36,31 @@ def dominance(
     presets: Mapping[str, Mapping[str, float]],
     front: Sequence[optuna.trial.FrozenTrial],
     directions: Mapping[str, str],
+    on: Sequence[str] | None = None,
+    or_equal: bool = False,
 ) -> dict[str, int | None]:
-    """For each preset, a front trial that dominates it on the study's objectives (``None`` if none does).
+    """For each preset, a front trial that dominates it (``None`` if none does).
 
-    Dominates: no worse on every objective and better on at least one.
+    Args:
+        presets: metrics of each preset.
+        front: the study's (feasible) Pareto front.
+        directions: every objective's direction.
+        on: the objectives compared (default: all of ``directions``).
+        or_equal: a trial equal to the preset on every compared objective also counts.
     """
+    compared = {k: directions[k] for k in (on or directions)}
     result: dict[str, int | None] = {}
     for preset, metrics in presets.items():
         result[preset] = None
         for trial in front:
-            if pareto.dominates(trial.user_attrs[pareto.METRICS_ATTR], metrics, directions):
+            m = trial.user_attrs[pareto.METRICS_ATTR]
+            if pareto.dominates(m, metrics, compared) or (or_equal and all(m[k] == metrics[k] for k in compared)):
                 result[preset] = trial.number
                 break
     return result
+
+
+def dominance_line(result: Mapping[str, int | None], objectives: str, verb: str) -> str:
+    """One console line: which front trial beats each preset on ``objectives``."""
+    found = ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in result.items())
+    return f"Presets {verb} on ({objectives}) by a feasible front trial: {found}"

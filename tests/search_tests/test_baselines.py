@@ -35,3 +35,18 @@ def test_non_dominated_keeps_trade_offs_and_drops_the_dominated() -> None:
         {"accuracy": 0.96, "size_bytes": 90_000, "latency_ms": 0.50},  # a tie with row 1: neither dominates
     ]
     assert pareto.non_dominated(rows, DIRECTIONS) == rows[1:]
+
+
+@pytest.mark.parametrize(("trial_metrics", "covered"), [
+    ({"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.90}, True),   # equal on both: counts
+    ({"accuracy": 0.96, "size_bytes": 60_000, "latency_ms": 0.90}, True),    # slower does not matter here
+    ({"accuracy": 0.99, "size_bytes": 100_001, "latency_ms": 0.10}, False),  # one byte larger
+    ({"accuracy": 0.9499, "size_bytes": 10_000, "latency_ms": 0.10}, False),  # less accurate
+])
+def test_on_accuracy_and_size_equal_counts_and_latency_is_ignored(trial_metrics: dict, covered: bool) -> None:
+    from search.baselines import ACCURACY_AND_SIZE
+
+    trial = create_trial(state=TrialState.COMPLETE, values=[trial_metrics[k] for k in DIRECTIONS], params={"x": 0.1},
+                         distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})
+    trial.number = 3
+    assert dominance({"int8": PRESET}, [trial], ACCURACY_AND_SIZE, or_equal=True) == {"int8": 3 if covered else None}

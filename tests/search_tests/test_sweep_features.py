@@ -66,7 +66,8 @@ def test_infeasible_trials_are_kept_marked_and_left_off_the_front(constrained: S
     trials = _runs(constrained, "trial")
     assert {r.data.tags["litesweep.feasible"] for r in trials} == {"false"}
     assert {r.data.tags["litesweep.pareto"] for r in trials} == {"false"}
-    assert all(v is None for v in constrained.presets_dominated.values())
+    assert all(v is None for v in constrained.presets_dominated.values())  # nothing on the front to compare
+    assert all(v is None for v in constrained.presets_dominated_on_size.values())
 
 
 def test_a_group_shares_one_parameter(constrained: SweepResult, tmp_path: Path) -> None:
@@ -149,3 +150,32 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
     csv_text = Path(MlflowClient(result.tracking_uri).download_artifacts(result.parent_run_id, "screen.csv", str(tmp_path))).read_text()
     assert len(csv_text.strip().splitlines()) == 7
     assert len({r["size_bytes"] for r in rows}) > 1, "different mixtures give different files"
+
+
+def test_the_front_is_the_non_dominated_set_of_the_feasible_trials(tmp_path: Path) -> None:
+    """Some trials meet the size cap and some do not: the front is recomputed here from the stored metrics."""
+    from search import pareto
+    from search.baselines import ACCURACY_AND_SIZE
+
+    cap = 12_000  # the tiny CNN is about 24 kB in float32 and about 9 kB all-int8: post-training mixes fall both sides
+    result = run(compose_quick(tmp_path, "space=ptq", "study.n_trials=10", "study.sampler=random", "study.presets=true",
+                               f"study.constraints={{size_bytes:{cap}}}"))
+    study = _study(result)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in complete if t.user_attrs["metrics"]["size_bytes"] <= cap]
+    assert 0 < len(feasible) < len(complete), "the cap should split the trials"
+    assert all(t.user_attrs["feasible"] == (t in feasible) for t in complete)
+    directions = {"accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
+    expected = {t.number for t in feasible
+                if not any(pareto.dominates(o.user_attrs["metrics"], t.user_attrs["metrics"], directions) for o in feasible)}
+    assert set(result.front_trial_numbers) == expected
+    tags = {int(r.data.tags["litesweep.trial_number"]): r.data.tags for r in _runs(result, "trial")}
+    assert {n for n, t in tags.items() if t["litesweep.pareto"] == "true"} == expected
+    assert {n for n, t in tags.items() if t["litesweep.feasible"] == "true"} == {t.number for t in feasible}
+    # A preset counts as beaten on (accuracy, size) only by a feasible front trial at least as good on both.
+    front = [t for t in feasible if t.number in expected]
+    for preset, number in result.presets_dominated_on_size.items():
+        p = result.presets[preset]
+        beaters = {t.number for t in front if t.user_attrs["metrics"]["accuracy"] >= p["accuracy"]
+                   and t.user_attrs["metrics"]["size_bytes"] <= p["size_bytes"]}
+        assert (number in beaters) if beaters else number is None
