@@ -7,7 +7,7 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +59,21 @@ def data_source(data: DictConfig) -> Any:
     return Source(data.source, **{k: OmegaConf.to_object(data[k]) if OmegaConf.is_config(data[k]) else data[k] for k in fields})
 
 
-def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
+def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] | None = None) -> tuple[Any, dict]:
     """Load the data, train or load the base model, and build the per-process Workbench.
+
+    Args:
+        cfg: the composed config.
+        check_layers: called with the compressible layers' names before the base model is trained, so a
+            config that cannot fit the model fails before any training.
 
     Returns:
         The workbench and a description of the base model's training.
     """
     from objectives.data import load_dataset
+    from objectives.inventory import compressible_layers
     from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, train_or_load
+    from objectives.models import CnnSpec, build_cnn, train_or_load
     from objectives.pipeline import FineTuneSettings, Workbench
     from search.objective import scorer_from_config
 
@@ -78,10 +84,14 @@ def build_workbench(cfg: DictConfig) -> tuple[Any, dict]:
 
         model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code, custom_objects=list(cfg.model.custom_objects))
         training = {"cache_key": f"file:{Path(cfg.model.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
+        if check_layers is not None:
+            check_layers([info.name for info in compressible_layers(model)])
         if unsupported:
             log.warning("layers no technique supports, left float: %s", unsupported)
     else:
         spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "path", "trust_code", "custom_objects")})
+        if check_layers is not None:
+            check_layers([info.name for info in compressible_layers(build_cnn(spec, data.input_shape, data.num_classes))])
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
     lat = cfg.latency
@@ -136,12 +146,12 @@ def run(cfg: DictConfig) -> SweepResult:
     from tqdm.auto import tqdm
 
     from search import baselines, pareto, report, screen, sensitivity
-    from search.space import SearchSpace
+    from search.space import SearchSpace, match_groups
     from search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
     from search.tracking import Tracker, dumps
 
     # TensorFlow is imported only now, after every cheap check has passed.
-    bench, training = build_workbench(cfg)
+    bench, training = build_workbench(cfg, check_layers=lambda names: match_groups(cfg.space.groups or {}, names))
     space = SearchSpace.from_config(
         cfg.space, [info.name for info in bench.layers],
         no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4],
@@ -151,7 +161,8 @@ def run(cfg: DictConfig) -> SweepResult:
     )
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     constraints = dict(cfg.study.constraints or {})
-    study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions)
+    study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions,
+                       cfg.study.n_startup_trials)
     check_objective_metric(study, bench.scorer.name)
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
@@ -294,7 +305,8 @@ def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> No
     cfg = OmegaConf.create(container)
     bench, _ = build_workbench(cfg)
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
-    study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed + os.getpid(), directions)
+    study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed + os.getpid(), directions,
+                       cfg.study.n_startup_trials)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     tracker.attach(parent_run_id)
     runner = TrialRunner(study, space, bench, tracker, directions, dict(cfg.study.constraints or {}), cfg.study.inject_failures)

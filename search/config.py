@@ -7,6 +7,7 @@ Value ranges (bit widths, sparsity, temperatures...) are checked by ``validate``
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -216,6 +217,7 @@ class StudyConfig:
     name: str = MISSING
     n_trials: int = 60
     sampler: str = "tpe"
+    n_startup_trials: Optional[int] = None  # random trials before tpe/gp model the results (null: Optuna's 10)
     seed: int = 0
     objectives: list[str] = dataclasses.field(default_factory=lambda: ["accuracy", "size_bytes", "latency_ms"])
     directions: list[str] = dataclasses.field(default_factory=lambda: ["maximize", "minimize", "minimize"])
@@ -356,6 +358,11 @@ def validate(cfg: Any) -> None:
     from search.objective import scorer_from_config
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
+    if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
+        raise ConfigError("study.sampler = 'gp' needs PyTorch, which is not installed; pip install -e '.[gp]', "
+                          "or use one of ['nsgaii', 'random', 'tpe']")
+    if cfg.study.n_startup_trials is not None and cfg.study.n_startup_trials < 1:
+        raise ConfigError(f"study.n_startup_trials = {cfg.study.n_startup_trials!r} is not accepted; accepted: an integer >= 1, or null")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
     if cfg.data.source in ("npz", "folder") and not cfg.data.path:
         raise ConfigError(f"data.source = {cfg.data.source!r} needs data.path (the user's {cfg.data.source}); e.g. data.path=/data/mine.{cfg.data.source if cfg.data.source == 'npz' else 'd'}")

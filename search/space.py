@@ -117,17 +117,7 @@ class SearchSpace:
                 names neither a layer nor a group.
         """
         techniques = set(space.techniques)
-        groups: dict[str, list[str]] = {}
-        owner: dict[str, str] = {}
-        for group, pattern in (space.groups or {}).items():
-            members = [name for name in layer_names if re.fullmatch(pattern, name)]
-            if not members:
-                raise ConfigError(f"space.groups.{group} = {pattern!r} matches no layer; accepted layer names: {list(layer_names)}")
-            for name in members:
-                if name in owner:
-                    raise ConfigError(f"layer '{name}' is matched by space.groups.{owner[name]} and space.groups.{group}; accepted: one group a layer")
-                owner[name] = group
-            groups[group] = members
+        groups, owner = match_groups(space.groups or {}, layer_names)
         unit_names: list[tuple[str, tuple[str, ...]]] = []
         for name in layer_names:
             if name not in owner:
@@ -217,3 +207,25 @@ class SearchSpace:
             "units": {u.name: dataclasses.asdict(u) for u in self.units},
             "distill": {"temperature": dataclasses.asdict(self.temperature), "weight": dataclasses.asdict(self.distill_weight)},
         }
+
+
+def match_groups(patterns: Mapping[str, str], layer_names: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Layers of each group (``space.groups``: name -> full-match pattern), and each grouped layer's group.
+
+    Needs only layer names, so it runs on the untrained model, before any training or store.
+
+    Raises:
+        ConfigError: a pattern matches no layer, or a layer is matched by two groups.
+    """
+    groups: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for group, pattern in patterns.items():
+        members = [name for name in layer_names if re.fullmatch(pattern, name)]
+        if not members:
+            raise ConfigError(f"space.groups.{group} = {pattern!r} matches no layer; accepted layer names: {list(layer_names)}")
+        for name in members:
+            if name in owner:
+                raise ConfigError(f"layer '{name}' is matched by space.groups.{owner[name]} and space.groups.{group}; accepted: one group a layer")
+            owner[name] = group
+        groups[group] = members
+    return groups, owner

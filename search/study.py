@@ -134,25 +134,23 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, n_startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded. Samplers read trial constraints set with ``set_constraint``."""
+    startup = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
     if name == "tpe":
         # group=True: conditional parameters (ptq_mode only for integer layers...) are modelled per subspace.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, **startup)
     if name == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError("study.sampler = 'gp' needs PyTorch; install it (pip install torch) or use tpe, nsgaii or random") from exc
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, **startup)  # torch is checked by config.validate
     raise ConfigError(f"study.sampler = {name!r} is not supported; accepted: ['gp', 'nsgaii', 'random', 'tpe']")
 
 
-def open_study(name: str, storage: str, sampler: str, seed: int, directions: Mapping[str, str]) -> optuna.Study:
+def open_study(name: str, storage: str, sampler: str, seed: int, directions: Mapping[str, str],
+               n_startup_trials: int | None = None) -> optuna.Study:
     """Create the study, or load it when it exists (its objectives must match the config)."""
     backend = make_storage(storage)
     existing = {s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
@@ -164,9 +162,9 @@ def open_study(name: str, storage: str, sampler: str, seed: int, directions: Map
         if (stored is not None and stored != list(directions)) or study.directions != wanted:
             raise ConfigError(f"study '{name}' exists with objectives {stored}, not {list(directions)}; use another study.name")
         # A resumed study reseeds with its trial count, so it does not replay its first suggestions.
-        study.sampler = make_sampler(sampler, seed + len(study.trials))
+        study.sampler = make_sampler(sampler, seed + len(study.trials), n_startup_trials)
         return study
-    study = optuna.create_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed), directions=wanted)
+    study = optuna.create_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed, n_startup_trials), directions=wanted)
     study.set_user_attr("objectives", list(directions))
     return study
 

@@ -17,6 +17,7 @@ CASES = [
     ("space.distill.temperature.low=0", "space.distill.temperature.low = 0.0 must be a positive number"),
     ("space.distill.temperature.low=-2", "space.distill.temperature.low = -2.0"),
     ("study.sampler=cmaes", "study.sampler = 'cmaes' is not supported; accepted: ['tpe', 'nsgaii', 'random', 'gp']"),
+    ("study.n_startup_trials=0", "study.n_startup_trials = 0 is not accepted; accepted: an integer >= 1, or null"),
     ("study.n_trials=abc", "bad value for config key 'study.n_trials'"),
     ("study.n_trials=0", "study.n_trials = 0 must be an integer >= 1"),
     ("space=nope", "config group option 'space/nope' not found; accepted: bits_only, default, full, mixed, prune_only, ptq"),
@@ -66,3 +67,17 @@ def test_console_script_composes_the_config(tmp_path: Path) -> None:
                            f"paths.output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "n_trials: 20" in proc.stdout and "sampler: nsgaii" in proc.stdout and "name: bits_only" in proc.stdout
+
+
+def test_a_group_pattern_matching_no_layer_fails_before_training(tmp_path: Path) -> None:
+    """Layer names come from the untrained model: the error comes before the base model trains or a store opens."""
+    from tests.conftest import QUICK_OVERRIDES
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "search", *QUICK_OVERRIDES, "space.groups={heads:'head.*'}",
+                           f"paths.output_dir={out}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("litesweep")]
+    assert lines == ["litesweep: error: space.groups.heads = 'head.*' matches no layer; accepted layer names: ['conv1', 'fc1', 'logits']"]
+    assert not (out / "mlruns").exists()
+    assert not list(out.rglob("*.keras")), "no base model should have been trained"

@@ -179,3 +179,21 @@ def test_the_front_is_the_non_dominated_set_of_the_feasible_trials(tmp_path: Pat
         beaters = {t.number for t in front if t.user_attrs["metrics"]["accuracy"] >= p["accuracy"]
                    and t.user_attrs["metrics"]["size_bytes"] <= p["size_bytes"]}
         assert (number in beaters) if beaters else number is None
+
+
+@pytest.mark.parametrize("sampler", ["gp", "nsgaii"])
+def test_every_configured_sampler_runs_a_study(sampler: str, tmp_path: Path) -> None:
+    """Past its random start-up trials, the sampler's own model proposes (GP needs PyTorch: the [gp] extra)."""
+    result = run(compose_quick(tmp_path, "space=ptq", "study.n_trials=5", f"study.sampler={sampler}",
+                               "study.n_startup_trials=2", "study.presets=false"))
+    study = _study(result)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    # Each sampler leaves its own mark on the trials it proposed (Optuna's system attributes).
+    if sampler == "gp":
+        assert all(any(k.startswith("gp:relative_params") for k in t.system_attrs) for t in complete if t.number >= 2)
+    else:
+        assert all("NSGAIISampler:generation" in t.system_attrs for t in complete)
+    assert len(complete) == result.n_finished == 5
+    assert len({tuple(sorted(t.params.items())) for t in complete}) >= 3, "the sampler should propose new policies"
+    parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
+    assert parent.data.params["study.sampler"] == sampler
