@@ -86,6 +86,19 @@ def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:  # noqa: A
     assert set(output.timings) == {"prepare", "finetune", "convert", "evaluate"}
 
 
+def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None:  # noqa: ANN001
+    """EXPERIMENTAL_SPARSITY at conversion: the pruned kernel is sparse-encoded in the file, and the file shrinks."""
+    layers = {"conv1": LayerPolicy(bits=8), "logits": LayerPolicy(bits=8)}
+    dense = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8)}))
+    sparse = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8, sparsity=0.8)}))
+    kernels = {e.name: e for e in tflite_file.tensors(sparse.tflite) if e.is_constant and len(e.shape) >= 2}
+    assert {n for n, e in kernels.items() if e.is_sparse} == {n for n in kernels if "fc1" in n}
+    assert all(e.type == "INT8" for e in kernels.values())
+    assert not any(e.is_sparse for e in tflite_file.tensors(dense.tflite))
+    assert len(sparse.tflite) < len(dense.tflite) * 0.8
+    assert digits_bench.measure(sparse.tflite).metrics.accuracy == sparse.metrics.accuracy
+
+
 def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # noqa: ANN001
     from objectives.errors import ConfigError
 

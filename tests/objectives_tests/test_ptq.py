@@ -273,3 +273,20 @@ def test_unknown_layer_and_missing_or_bad_calibration(digits_bench) -> None:  # 
         quantize_tflite(ref, {"fc1": PtqLayerRecipe("static")})
     with pytest.raises(DataError, match=r"shape \(4, 4, 1\)"):
         quantize_tflite(ref, {"fc1": PtqLayerRecipe("static")}, np.zeros((8, 4, 4, 1), np.float32))
+
+
+def test_mixed_method_fine_tunes_sparse_then_applies_post_training_recipes(digits_bench, calibration) -> None:  # noqa: ANN001
+    """``method=mixed``: float pruning with distillation, then per-layer recipes on the float file."""
+    from objectives.policy import DistillPolicy, LayerPolicy, Policy
+
+    policy = Policy({"conv1": LayerPolicy(bits=8, ptq_mode="static"),
+                     "fc1": LayerPolicy(bits=4, ptq_mode="weight_only", sparsity=0.6),
+                     "logits": LayerPolicy()}, DistillPolicy(temperature=2.0, weight=0.5), method="mixed")
+    output = digits_bench.run(policy)
+    assert output.timings["finetune"] > 0, "mixed trains before it quantizes"
+    assert [_kernel_type(output.tflite, layer) for layer in LAYERS] == ["INT8", "INT4", "FLOAT32"]
+    _, inputs, outputs = _kernel_op(output.tflite, "conv1")
+    assert inputs[0][1] == "INT8" and outputs[0][1] == "INT8", "static recipe: int8 activations around conv1"
+    assert abs(output.achieved_sparsity["fc1"] - 0.6) <= 0.02
+    assert output.metrics.accuracy > 0.8
+    assert digits_bench.measure(output.tflite).metrics.accuracy == output.metrics.accuracy
