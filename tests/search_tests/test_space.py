@@ -99,3 +99,26 @@ def test_layers_pruning_cannot_reach_sample_no_sparsity_nor_width(tmp_path: Path
     assert (first.sparsity.low, first.sparsity.high, first.structures) == (0.0, 0.0, ("unstructured",))
     assert (first.width.low, first.width.high) == (1.0, 1.0)
     assert second.sparsity.high > 0 and second.width.low < 1.0
+
+
+def test_sensitivity_narrows_insensitive_low_sensitive_high_and_leaves_the_middle(tmp_path: Path) -> None:
+    from search.sensitivity import narrow
+
+    space = SearchSpace.from_config(compose_quick(tmp_path, "space.sparsity.high=0.8").space, LAYERS)
+    drops = {"conv1": 0.1, "conv2": 1.5, "fc1": 6.0, "logits": 3.0}
+    narrowed = {u.name: u for u in narrow(space, drops, insensitive=0.5, sensitive=3.0).units}
+    assert narrowed["conv1"].bits == (4,) and (narrowed["conv1"].sparsity.low, narrowed["conv1"].sparsity.high) == (0.8, 0.8)
+    assert narrowed["conv2"].bits == (4, 8, 32) and narrowed["conv2"].sparsity.high == 0.8
+    for sensitive in ("fc1", "logits"):  # 3.0 is on the boundary: counted sensitive
+        assert narrowed[sensitive].bits == (8, 32) and narrowed[sensitive].sparsity.high == pytest.approx(0.4)
+
+
+def test_sensitivity_seed_compresses_insensitive_units_most_and_keeps_the_rest_at_eight_bits(tmp_path: Path) -> None:
+    from search.sensitivity import seed_params
+
+    space = SearchSpace.from_config(compose_quick(tmp_path).space, LAYERS)
+    params = seed_params(space, {"conv1": 0.1, "conv2": 4.0, "fc1": 0.2, "logits": 9.0}, insensitive=0.5)
+    assert {k: v for k, v in params.items() if k.startswith("bits.")} == {
+        "bits.conv1": 4, "bits.conv2": 8, "bits.fc1": 4, "bits.logits": 8}
+    assert params["sparsity.conv1"] == params["sparsity.fc1"] == space.units[0].sparsity.high
+    assert params["sparsity.conv2"] == params["sparsity.logits"] == space.units[0].sparsity.low

@@ -91,11 +91,13 @@ def test_sensitivity_is_logged_and_narrows_the_space(constrained: SweepResult, t
     files = {a.path for a in client.list_artifacts(constrained.parent_run_id)}
     assert {"sensitivity.csv", "sensitivity.png", "search_space_narrowed.json"} <= files
     narrowed = json.loads(Path(client.download_artifacts(constrained.parent_run_id, "search_space_narrowed.json", str(tmp_path))).read_text())
-    for unit, drop in drops.items():
+    for unit, drop in drops.items():  # every branch asserts (the rule itself is tested in test_space.py)
         if drop <= 0.5:
             assert narrowed["units"][unit]["bits"] == [4]
         elif drop >= 3.0:
-            assert 4 not in narrowed["units"][unit]["bits"]
+            assert narrowed["units"][unit]["bits"] == [8, 32]
+        else:
+            assert narrowed["units"][unit]["bits"] == [4, 8, 32]
     assert _study(constrained).user_attrs["sensitivity"] == pytest.approx(drops)
 
 
@@ -197,3 +199,14 @@ def test_every_configured_sampler_runs_a_study(sampler: str, tmp_path: Path) -> 
     assert len({tuple(sorted(t.params.items())) for t in complete}) >= 3, "the sampler should propose new policies"
     parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
     assert parent.data.params["study.sampler"] == sampler
+
+
+def test_sensitivity_seed_makes_the_first_trial(tmp_path: Path) -> None:
+    result = run(compose_quick(tmp_path, "study.n_trials=1", "study.presets=false", "sensitivity=seed"))
+    study = _study(result)
+    drops = study.user_attrs["sensitivity"]
+    assert set(drops) == {"conv1", "fc1", "logits"}
+    first = study.trials[0]
+    expected = {f"bits.{u}": 4 if d <= 0.5 else 8 for u, d in drops.items()}  # conf/sensitivity: insensitive_drop 0.5
+    assert {k: v for k, v in first.params.items() if k.startswith("bits.")} == expected
+    assert first.state == optuna.trial.TrialState.COMPLETE
