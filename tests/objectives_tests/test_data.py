@@ -95,3 +95,34 @@ def test_an_npz_without_the_expected_arrays_lists_what_it_has(tmp_path: Path) ->
     np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8)), labels=np.zeros(4))
     with pytest.raises(DataError, match=r"lacks arrays \['x_train', 'y_train', 'x_test', 'y_test'\] \(it has \['images', 'labels'\]\)"):
         load_dataset(Source("npz", path=str(tmp_path / "bad.npz")))
+
+
+def test_the_default_data_is_mlxtends_five_thousand_mnist_digits_split_the_same_every_time() -> None:
+    first = load_dataset("mnist5k", val_fraction=0.1, test_fraction=0.2, seed=0)
+    again = load_dataset("mnist5k", val_fraction=0.1, test_fraction=0.2, seed=0)
+    other = load_dataset("mnist5k", val_fraction=0.1, test_fraction=0.2, seed=1)
+    sizes = (len(first.y_train), len(first.y_val), len(first.y_test))
+    assert sum(sizes) == 5000 and sizes == (3500, 500, 1000)  # fractions of the 5,000
+    assert first.input_shape == (28, 28, 1) and first.num_classes == 10
+    assert set(np.unique(first.y_train)) == set(range(10))
+    assert 0.0 <= first.x_train.min() and first.x_train.max() <= 1.0
+    assert np.array_equal(first.x_test, again.x_test) and np.array_equal(first.y_train, again.y_train)
+    assert not np.array_equal(first.y_test, other.y_test), "another seed, another split"
+    # No image is in two splits.
+    flat = {split: {x.tobytes() for x in getattr(first, f"x_{split}")} for split in ("train", "val", "test")}
+    assert not (flat["train"] & flat["test"]) and not (flat["val"] & flat["test"])
+
+
+def test_the_base_model_is_trained_once_and_then_read_from_the_cache(tmp_path: Path) -> None:
+    from objectives.models import CnnSpec, train_or_load
+
+    data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
+    spec = CnnSpec(conv_filters=(4,), dense_units=(8,), max_epochs=2, patience=1)
+    model, trained = train_or_load(spec, data, tmp_path)
+    again, cached = train_or_load(spec, data, tmp_path)
+    assert trained["cached"] is False and cached["cached"] is True and cached["cache_key"] == trained["cache_key"]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+    _, wider = train_or_load(CnnSpec(conv_filters=(6,), dense_units=(8,), max_epochs=2, patience=1), data, tmp_path)
+    _, fewer = train_or_load(spec, load_dataset("digits", val_fraction=0.15, test_fraction=0.25, limit=900), tmp_path)
+    assert len({trained["cache_key"], wider["cache_key"], fewer["cache_key"]}) == 3, "key = hash of config and data"
+    assert not wider["cached"] and not fewer["cached"]
