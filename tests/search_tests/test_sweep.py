@@ -52,7 +52,9 @@ def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["reference.accuracy"] == pytest.approx(result.reference["accuracy"])
-    assert "litesweep.version.tensorflow" in parent.data.tags
+    versions = {"tensorflow", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert"}
+    assert {f"litesweep.version.{p}" for p in versions} <= set(parent.data.tags)
+    assert parent.data.tags["litesweep.seed"] == "0"
     assert parent.data.params["study.n_trials"] == str(N_TRIALS)
     parent_files = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"config.yaml", "search_space.json", "reference.json", "model_float32.tflite"} <= parent_files
@@ -70,6 +72,7 @@ def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -
         assert by_number[number].user_attrs["mlflow_run_id"] == r.info.run_id
         assert r.data.tags[TAG_PARETO] == ("true" if number in front else "false")
         assert set(METRIC_NAMES) <= set(r.data.metrics)
+        assert r.data.tags["litesweep.delegate"] in ("xnnpack", "builtin")
         for i, metric in enumerate(("accuracy", "size_bytes", "latency_ms")):
             assert r.data.metrics[metric] == pytest.approx(by_number[number].values[i])
         assert {k for k in r.data.params if k.startswith("bits.")} == {"bits.conv1", "bits.fc1", "bits.logits"}
@@ -115,9 +118,13 @@ def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:  # noqa: ANN00
     assert len(study.trials) == N_TRIALS
 
 
-def test_raising_n_trials_resumes_the_same_study(sweep) -> None:  # noqa: ANN001
+def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
     out, result = sweep
-    more = run(compose_quick(out, f"study.n_trials={N_TRIALS + 1}", "study.sampler=random"))
+    more = run(compose_quick(out, f"study.n_trials={N_TRIALS + 1}", "study.sampler=random", "progress=true"))
+    console = capsys.readouterr().out
+    # The progress bar starts at the finished count and shows the front size; the end names the store.
+    assert f"{N_TRIALS + 1}/{N_TRIALS + 1}" in console and f"front={len(more.front_trial_numbers)}" in console
+    assert f"Browse it: mlflow ui --backend-store-uri 'sqlite:///{out}/mlruns/mlflow.db' --host 127.0.0.1" in console
     assert more.parent_run_id == result.parent_run_id
     assert more.n_finished == N_TRIALS + 1
     runs = _trial_runs(result)
