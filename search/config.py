@@ -270,6 +270,13 @@ class ApplyConfig:
 
 
 @dataclasses.dataclass
+class AuditConfig:
+    """``litesweep-audit``: check the two stores against each other and the logged files."""
+
+    remeasure: bool = True  # also score every logged model.tflite on the test split again
+
+
+@dataclasses.dataclass
 class LitesweepConfig:
     """The whole configuration."""
 
@@ -286,6 +293,7 @@ class LitesweepConfig:
     screen: ScreenConfig = dataclasses.field(default_factory=ScreenConfig)
     pick: PickConfig = dataclasses.field(default_factory=PickConfig)
     apply: ApplyConfig = dataclasses.field(default_factory=ApplyConfig)
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     progress: bool = True
 
 

@@ -131,3 +131,43 @@ def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFi
     assert sorted(int(r.data.tags[TAG_TRIAL]) for r in runs) == list(range(N_TRIALS + 1))
     front = set(more.front_trial_numbers)
     assert {int(r.data.tags[TAG_TRIAL]) for r in runs if r.data.tags[TAG_PARETO] == "true"} == front
+
+
+def _audit(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from search.audit import main; main()", *QUICK_OVERRIDES, f"paths.output_dir={out}",
+         "study.sampler=random", f"hydra.run.dir={out}/hydra", *overrides],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_the_audit_finds_both_stores_and_every_file_in_agreement(sweep) -> None:  # noqa: ANN001
+    out, result = sweep
+    proc = _audit(out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    n = len(_trial_runs(result))
+    assert f"{n} trials, {n} trial runs, {n} model.tflite files checked, {n} re-measured, 0 running, 0 problem(s)" in proc.stdout
+
+
+def test_the_audit_names_a_tampered_file_and_a_wrong_front_tag(sweep) -> None:  # noqa: ANN001
+    """Runs last in this module: it changes the store."""
+    from urllib.parse import urlparse
+
+    out, result = sweep
+    client = _client(result)
+    runs = sorted(_trial_runs(result), key=lambda r: int(r.data.tags[TAG_TRIAL]))
+    tampered, mislabelled = runs[0], runs[1]
+    path = Path(urlparse(tampered.info.artifact_uri).path) / "model.tflite"
+    path.write_bytes(path.read_bytes() + b"\0")
+    wrong = "false" if mislabelled.data.tags[TAG_PARETO] == "true" else "true"
+    client.set_tag(mislabelled.info.run_id, TAG_PARETO, wrong)
+    proc = _audit(out, "audit.remeasure=false")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
+    problems = [line for line in proc.stdout.splitlines() if line.startswith("litesweep-audit:")]
+    size = int(tampered.data.metrics["size_bytes"])
+    assert problems == [
+        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite is {size + 1} bytes, logged size_bytes = {float(size)}",
+        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite's SHA-256 is not the logged litesweep.tflite_sha256",
+        f"litesweep-audit: trial {mislabelled.data.tags[TAG_TRIAL]} (COMPLETE): tag {TAG_PARETO} = {wrong!r}, the front says "
+        f"{mislabelled.data.tags[TAG_PARETO]!r}",
+    ]

@@ -1,0 +1,156 @@
+"""``litesweep-audit``: check a study's two stores against each other and against the files they hold.
+
+Same config as ``litesweep`` (the same overrides find the same study). Trial by trial it checks that:
+
+- every Optuna trial has exactly one MLflow child run, linked both ways (run id ↔ trial number);
+- the states agree (COMPLETE ↔ FINISHED, PRUNED ↔ KILLED, FAIL ↔ FAILED or KILLED);
+- a COMPLETE trial's run holds ``model.tflite`` and ``policy.json``, the file's SHA-256 is the logged one,
+  its length is the logged ``size_bytes``, and (``audit.remeasure=true``) the LiteRT interpreter scores it
+  on the test split exactly as logged;
+- the ``litesweep.pareto`` tags are the study's current front.
+
+Prints one line per problem and a summary; exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from objectives.errors import ConfigError
+from search import pareto
+from search.cli import hydra_entry
+from search.config import validate
+from search.study import TFLITE_SHA256_TAG, make_storage
+from search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+
+#: MLflow run statuses each finished Optuna state may end in.
+RUN_STATUS = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, "RUNNING": {"RUNNING"}}
+EXIT_MISMATCH = 1
+
+
+@dataclasses.dataclass
+class AuditReport:
+    """What the audit checked and what it found."""
+
+    trials: int = 0
+    runs: int = 0
+    files_checked: int = 0
+    remeasured: int = 0
+    running: list[int] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No check failed."""
+        return not self.problems
+
+
+def audit(cfg: DictConfig) -> AuditReport:
+    """Run every check on the study ``cfg`` names and return the report (nothing is written)."""
+    validate(cfg)
+    storage = make_storage(cfg.study.storage)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if cfg.study.name not in names:
+        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {cfg.study.storage}; accepted: {sorted(names)}")
+    study = optuna.load_study(study_name=cfg.study.name, storage=storage)
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        raise ConfigError(f"tracking.experiment = {cfg.tracking.experiment!r} is not in the MLflow store; accepted: the study's experiment")
+    runs = _trial_runs(client, experiment.experiment_id)
+    report = AuditReport(trials=len(study.trials), runs=len(runs))
+    by_number: dict[int, list[Any]] = {}
+    for run in runs:
+        by_number.setdefault(int(run.data.tags.get(TAG_TRIAL, -1)), []).append(run)
+    for number in sorted(set(by_number) - {t.number for t in study.trials}):
+        report.problems.append(f"run(s) {[r.info.run_id for r in by_number[number]]} name trial {number}, which the study does not have")
+    front = {t.number for t in pareto.front(study)}
+    bench = _bench(cfg) if cfg.audit.remeasure else None
+    for trial in study.trials:
+        _check_trial(trial, by_number.get(trial.number, []), front, client, bench, report)
+    return report
+
+
+def _trial_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial'", max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[int], client: MlflowClient,
+                 bench: Any, report: AuditReport) -> None:
+    problem = report.problems.append
+    where = f"trial {trial.number} ({trial.state.name})"
+    if trial.state == optuna.trial.TrialState.WAITING:
+        return
+    if len(runs) != 1:
+        problem(f"{where}: {len(runs)} MLflow runs, expected 1")
+        return
+    run = runs[0]
+    if trial.user_attrs.get(pareto.RUN_ID_ATTR) != run.info.run_id:
+        problem(f"{where}: Optuna names run {trial.user_attrs.get(pareto.RUN_ID_ATTR)}, MLflow has {run.info.run_id}")
+    if run.info.status not in RUN_STATUS[trial.state.name]:
+        problem(f"{where}: MLflow run {run.info.run_id} is {run.info.status}, accepted: {sorted(RUN_STATUS[trial.state.name])}")
+    if trial.state == optuna.trial.TrialState.RUNNING:
+        report.running.append(trial.number)
+        return
+    on_front = "true" if trial.number in front else "false"
+    if trial.state == optuna.trial.TrialState.COMPLETE and run.data.tags.get(TAG_PARETO) != on_front:
+        problem(f"{where}: tag {TAG_PARETO} = {run.data.tags.get(TAG_PARETO)!r}, the front says {on_front!r}")
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        missing = {"model.tflite", "policy.json"} - files
+        if missing:
+            problem(f"{where}: run {run.info.run_id} lacks {sorted(missing)}")
+            return
+        tflite = Path(client.download_artifacts(run.info.run_id, "model.tflite", tmp)).read_bytes()
+    report.files_checked += 1
+    logged = run.data.metrics
+    if len(tflite) != logged.get("size_bytes"):
+        problem(f"{where}: model.tflite is {len(tflite)} bytes, logged size_bytes = {logged.get('size_bytes')}")
+    sha = run.data.tags.get(TFLITE_SHA256_TAG)
+    if sha is not None and hashlib.sha256(tflite).hexdigest() != sha:
+        problem(f"{where}: model.tflite's SHA-256 is not the logged {TFLITE_SHA256_TAG}")
+    if bench is not None:
+        accuracy = bench.measure(tflite).metrics.accuracy
+        report.remeasured += 1
+        if accuracy != logged.get("accuracy"):
+            problem(f"{where}: model.tflite scores {accuracy!r} on the test split, logged accuracy = {logged.get('accuracy')!r}")
+
+
+def _bench(cfg: DictConfig) -> Any:
+    from search.app import build_workbench
+
+    bench, _ = build_workbench(cfg)
+    return bench
+
+
+def _main(cfg: DictConfig) -> AuditReport:
+    report = audit(cfg)
+    for line in report.problems:
+        print(f"litesweep-audit: {line}")
+    print(f"Audited study '{cfg.study.name}': {report.trials} trials, {report.runs} trial runs, "
+          f"{report.files_checked} model.tflite files checked, {report.remeasured} re-measured, "
+          f"{len(report.running)} running, {len(report.problems)} problem(s).")
+    if not report.ok:
+        sys.exit(EXIT_MISMATCH)
+    return report
+
+
+main = hydra_entry(_main, "litesweep-audit")
