@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from objectives.errors import ConfigError
+from objectives.metrics import METRIC_NAMES
 from search import pareto
 from search.cli import hydra_entry
 from search.config import validate
@@ -122,6 +124,8 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
         tflite = Path(client.download_artifacts(run.info.run_id, "model.tflite", tmp)).read_bytes()
     report.files_checked += 1
     logged = run.data.metrics
+    if set(METRIC_NAMES) - set(logged):
+        problem(f"{where}: run {run.info.run_id} lacks metrics {sorted(set(METRIC_NAMES) - set(logged))}")
     if len(tflite) != logged.get("size_bytes"):
         problem(f"{where}: model.tflite is {len(tflite)} bytes, logged size_bytes = {logged.get('size_bytes')}")
     sha = run.data.tags.get(TFLITE_SHA256_TAG)
@@ -142,6 +146,7 @@ def _bench(cfg: DictConfig) -> Any:
 
 
 def _main(cfg: DictConfig) -> AuditReport:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per problem, no bars
     report = audit(cfg)
     for line in report.problems:
         print(f"litesweep-audit: {line}")
