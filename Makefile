@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres fashion-mnist sweep test bench ui clean
+.PHONY: install browser postgres fashion-mnist sweep test bench ui dashboard clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -63,6 +63,10 @@ test: $(STAMP) browser postgres
 ## Browse the default store in the MLflow UI on http://127.0.0.1:5000
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+## Optuna's own dashboard on the default study storage (127.0.0.1:8080): trials, front, importances
+dashboard: $(STAMP)
+	$(BIN)/optuna-dashboard mlruns/optuna.journal --host 127.0.0.1 --port 8080
 
 clean:
 	rm -rf $(VENV) .cache outputs

@@ -23,13 +23,19 @@ def free_port() -> int:
 
 def start_mlflow(*args: str, env: dict[str, str] | None = None, health: str = "/health",
                  timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Run ``mlflow <args> --host 127.0.0.1 --port <free>`` and wait until ``health`` answers.
+    """Run ``mlflow <args> --host 127.0.0.1 --port <free>`` and wait until ``health`` answers."""
+    return start_server("mlflow", *args, env=env, health=health, timeout=timeout)
+
+
+def start_server(program: str, *args: str, env: dict[str, str] | None = None, health: str = "/health",
+                 timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Run the venv's ``program <args> --host 127.0.0.1 --port <free>`` and wait until ``health`` answers.
 
     The venv's bin goes first on PATH: MLflow starts uvicorn/gunicorn by name.
     """
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN_DIR / "mlflow"), *args, "--host", "127.0.0.1", "--port", str(port)],
+        [str(BIN_DIR / program), *args, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **(env or {}), "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -43,10 +49,10 @@ def start_mlflow(*args: str, env: dict[str, str] | None = None, health: str = "/
         except OSError:
             pass
         if server.poll() is not None:
-            raise AssertionError(f"mlflow {args[0]} exited: {server.stdout.read().decode()[-3000:]}")
+            raise AssertionError(f"{program} {' '.join(args[:1])} exited: {server.stdout.read().decode()[-3000:]}")
         if time.time() > deadline:
             stop(server)
-            raise AssertionError(f"mlflow {args[0]} did not answer {health} within {timeout} s")
+            raise AssertionError(f"{program} {' '.join(args[:1])} did not answer {health} within {timeout} s")
         time.sleep(1)
 
 

@@ -18,7 +18,7 @@ from search import pareto
 from search.app import SweepResult, run
 from search.pick import NothingMeetsConstraints, pick
 from tests.conftest import QUICK_OVERRIDES, compose_quick
-from tests.servers import start_mlflow, stop
+from tests.servers import start_mlflow, start_server, stop
 
 DIGITS = dict(val_fraction=0.15, test_fraction=0.25)
 
@@ -49,6 +49,22 @@ def test_the_parent_run_holds_the_report(study_dir, tmp_path: Path) -> None:  # 
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     html = Path(client.download_artifacts(result.parent_run_id, "report/pareto.html", str(tmp_path))).read_text()
     assert "full_int8" in html and "plotly" in html.lower()
+
+
+def test_optuna_dashboard_shows_the_study_and_its_front(study_dir) -> None:  # noqa: ANN001
+    """The second view (``make dashboard``): optuna-dashboard on the study's journal, asked through its API."""
+    _, result = study_dir
+    server, url = start_server("optuna-dashboard", result.storage, health="/api/studies", timeout=60)
+    try:
+        with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as response:
+            summaries = json.loads(response.read())["study_summaries"]
+        assert [s["study_name"] for s in summaries] == [result.study_name]
+        with urllib.request.urlopen(f"{url}/api/studies/{summaries[0]['study_id']}?after=0", timeout=10) as response:
+            detail = json.loads(response.read())
+    finally:
+        stop(server)
+    assert len(detail["trials"]) == result.n_finished
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(result.front_trial_numbers)
 
 
 def test_a_size_cap_picks_the_most_accurate_front_model_under_it(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
