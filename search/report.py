@@ -78,6 +78,10 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
     return fig.to_html(include_plotlyjs=True, full_html=True)
 
 
+def _near(a: float, b: float, share: float = 0.05) -> bool:
+    return abs(a - b) <= share * max(abs(a), abs(b), 1e-12)
+
+
 def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str, Mapping[str, float]],
                reference: Mapping[str, float]) -> bytes:
     """The same grid as ``pareto_html``, as a PNG."""
@@ -97,9 +101,14 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
                        s=40 if kind == "front" else 16, label=kind, zorder=3 if kind == "front" else 2)
         front = sorted((t.user_attrs[pareto.METRICS_ATTR] for t, k in points if k == "front"), key=lambda m: m[x])
         ax.plot([m[x] for m in front], [m[y] for m in front], c=COLOURS["front"], lw=0.8, alpha=0.5)
+        placed: list[tuple[float, float]] = []
         for name, m in presets.items():
             ax.scatter([m[x]], [m[y]], c=COLOURS["preset"], marker="*", s=140, zorder=4)
-            ax.annotate(name, (m[x], m[y]), textcoords="offset points", xytext=(4, 4), fontsize=7, color=COLOURS["preset"])
+            # Presets that land on (nearly) one spot get their labels stacked, not printed over each other.
+            stacked = sum(_near(m[x], px) and _near(m[y], py) for px, py in placed)
+            placed.append((m[x], m[y]))
+            ax.annotate(name, (m[x], m[y]), textcoords="offset points", xytext=(4, 4 + 9 * stacked), fontsize=7,
+                        color=COLOURS["preset"])
         ax.scatter([reference[x]], [reference[y]], c=COLOURS["reference"], marker="D", s=50, label="float32", zorder=4)
         if x in LOG_SCALED:
             ax.set_xscale("log")
