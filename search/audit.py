@@ -32,7 +32,7 @@ from search import pareto
 from search.cli import hydra_entry
 from search.config import validate
 from search.study import TFLITE_SHA256_TAG, make_storage
-from search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+from search.tracking import ROLE_TRIAL, TAG_PARETO, TAG_ROLE, TAG_TRIAL, search_all_runs
 
 #: MLflow run statuses each finished Optuna state may end in.
 RUN_STATUS = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, "RUNNING": {"RUNNING"}}
@@ -68,7 +68,7 @@ def audit(cfg: DictConfig) -> AuditReport:
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         raise ConfigError(f"tracking.experiment = {cfg.tracking.experiment!r} is not in the MLflow store; accepted: the study's experiment")
-    runs = _trial_runs(client, experiment.experiment_id)
+    runs = search_all_runs(client, experiment.experiment_id, f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'")
     report = AuditReport(trials=len(study.trials), runs=len(runs))
     by_number: dict[int, list[Any]] = {}
     for run in runs:
@@ -80,17 +80,6 @@ def audit(cfg: DictConfig) -> AuditReport:
     for trial in study.trials:
         _check_trial(trial, by_number.get(trial.number, []), front, client, bench, report)
     return report
-
-
-def _trial_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial'", max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[int], client: MlflowClient,

@@ -218,18 +218,20 @@ class Tracker:
     def trial_runs(self, status: str | None = None) -> list[mlflow.entities.Run]:
         """Every trial run of this study (all pages), optionally only those with an MLflow ``status``."""
         assert self.parent_run_id is not None
-        runs, token = [], None
         wanted = f" and attributes.status = '{status}'" if status else ""
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'{wanted}",
-                max_results=1000, page_token=token,
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all_runs(self.client, self.experiment_id,
+                               f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'{wanted}")
+
+
+def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[mlflow.entities.Run]:
+    """Every run of an experiment matching ``filter_string``, all pages read."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
