@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,14 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
+#: One base-model cache for the whole session: each sweep under test reuses the tiny CNN the first one
+#: trained, instead of training it again in its own output folder (tests of the cache use their own).
+SHARED_CACHE = Path(tempfile.mkdtemp(prefix="litesweep-test-cache-"))
+atexit.register(shutil.rmtree, SHARED_CACHE, ignore_errors=True)
+
 #: The real config made small: digits data, a tiny CNN, one epoch per fine-tuning phase, short latency runs.
 QUICK_OVERRIDES = [
+    f"paths.cache_dir={SHARED_CACHE}",
     "data=digits",
     "model=tiny_cnn",
     "finetune.prune_epochs=1",

@@ -74,10 +74,11 @@ def test_a_group_pattern_matching_no_layer_fails_before_training(tmp_path: Path)
     from tests.conftest import QUICK_OVERRIDES
 
     out = tmp_path / "out"
+    cache = tmp_path / "cache"  # its own cache: the shared one may already hold the model
     proc = subprocess.run([sys.executable, "-m", "search", *QUICK_OVERRIDES, "space.groups={heads:'head.*'}",
-                           f"paths.output_dir={out}"], capture_output=True, text=True, timeout=300)
+                           f"paths.output_dir={out}", f"paths.cache_dir={cache}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("litesweep")]
     assert lines == ["litesweep: error: space.groups.heads = 'head.*' matches no layer; accepted layer names: ['conv1', 'fc1', 'logits']"]
     assert not (out / "mlruns").exists()
-    assert not list(out.rglob("*.keras")), "no base model should have been trained"
+    assert not list(tmp_path.rglob("*.keras")), "no base model should have been trained"
