@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from search import pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
+from search import baselines, pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
@@ -179,9 +179,7 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
     good_presets = {k: v for k, v in presets.items() if v["accuracy_drop"] <= DROP_BUDGET}
     best_preset = min(good_presets.items(), key=lambda kv: kv[1]["size_bytes"], default=(None, None))
     dominated = {p: any(pareto.dominates(m, v, OBJECTIVES) for m in trials) for p, v in presets.items()}
-    acc_size = {"accuracy": "maximize", "size_bytes": "minimize"}
-    on_size = {p: any(pareto.dominates(m, v, acc_size) or (m["accuracy"], m["size_bytes"]) == (v["accuracy"], v["size_bytes"])
-                      for m in trials) for p, v in presets.items()}
+    on_size = {p: any(pareto.dominates_or_equals(m, v, baselines.ACCURACY_AND_SIZE) for m in trials) for p, v in presets.items()}
     timings = [t.user_attrs.get("timings") for t in study.trials if t.user_attrs.get("timings")]
     pick = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms")
     figures: dict[str, Any] = {

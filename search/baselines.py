@@ -54,7 +54,7 @@ def dominance(
         result[preset] = None
         for trial in front:
             m = trial.user_attrs[pareto.METRICS_ATTR]
-            if pareto.dominates(m, metrics, compared) or (or_equal and all(m[k] == metrics[k] for k in compared)):
+            if (pareto.dominates_or_equals if or_equal else pareto.dominates)(m, metrics, compared):
                 result[preset] = trial.number
                 break
     return result

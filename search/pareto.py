@@ -26,6 +26,11 @@ def dominates(a: Mapping[str, float], b: Mapping[str, float], directions: Mappin
     return no_worse and any(a[k] != b[k] for k in directions)
 
 
+def dominates_or_equals(a: Mapping[str, float], b: Mapping[str, float], directions: Mapping[str, str]) -> bool:
+    """``a`` dominates ``b`` on ``directions``, or ties it on every one of them."""
+    return dominates(a, b, directions) or all(a[k] == b[k] for k in directions)
+
+
 def non_dominated(rows: Sequence[Mapping[str, float]], directions: Mapping[str, str]) -> list[Mapping[str, float]]:
     """The rows no other row dominates, in their given order (for metrics that are not in a study)."""
     return [r for r in rows if not any(dominates(o, r, directions) for o in rows if o is not r)]
