@@ -162,7 +162,7 @@ def run(cfg: DictConfig) -> SweepResult:
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     constraints = dict(cfg.study.constraints or {})
     study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed, directions,
-                       cfg.study.n_startup_trials)
+                       cfg.study.n_startup_trials, cfg.study.heartbeat_interval_s, cfg.study.heartbeat_grace_s)
     check_objective_metric(study, bench.scorer.name)
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
@@ -210,7 +210,8 @@ def run(cfg: DictConfig) -> SweepResult:
         stale = recover_stale_trials(study, tracker)
         if stale:
             log.warning("trials %s were left RUNNING by a dead worker: marked FAIL (MLflow: KILLED) and retried", stale)
-        runner = TrialRunner(study, space, bench, tracker, directions, constraints, cfg.study.inject_failures)
+        runner = TrialRunner(study, space, bench, tracker, directions, constraints, cfg.study.inject_failures,
+                             tuple(cfg.study.inject_at))
         bar = tqdm(total=cfg.study.n_trials, initial=min(count_finished(study), cfg.study.n_trials), desc="trials",
                    unit="trial", disable=not cfg.progress, file=sys.stdout)
 
@@ -306,10 +307,11 @@ def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> No
     bench, _ = build_workbench(cfg)
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))
     study = open_study(cfg.study.name, cfg.study.storage, cfg.study.sampler, cfg.study.seed + os.getpid(), directions,
-                       cfg.study.n_startup_trials)
+                       cfg.study.n_startup_trials, cfg.study.heartbeat_interval_s, cfg.study.heartbeat_grace_s)
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     tracker.attach(parent_run_id)
-    runner = TrialRunner(study, space, bench, tracker, directions, dict(cfg.study.constraints or {}), cfg.study.inject_failures)
+    runner = TrialRunner(study, space, bench, tracker, directions, dict(cfg.study.constraints or {}), cfg.study.inject_failures,
+                         tuple(cfg.study.inject_at))
 
     def on_trial_end(state: Any, finished: int) -> None:
         tracker.reload_pareto_state()

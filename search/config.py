@@ -36,6 +36,9 @@ DIRECTIONS = ("maximize", "minimize")
 DATA_SOURCES = ("mnist5k", "digits", "npz", "folder", "tfds", "keras")
 METHODS = ("qat", "ptq", "mixed")
 TECHNIQUES = ("quantize", "prune", "cluster", "distill", "width")
+#: Where an injected failure strikes: after the policy is sampled (before any work), after the .tflite is
+#: made and measured (before anything is logged), or after its files and metrics are in MLflow (before Optuna is told).
+INJECTION_POINTS = ("sampled", "measured", "logged")
 SENSITIVITY_USES = ("report", "narrow", "seed")
 PREFERENCES = ("smallest", "fastest", "most_accurate", "knee")
 
@@ -225,7 +228,11 @@ class StudyConfig:
     max_consecutive_failures: int = 5
     max_failure_rate: float = 0.5  # end the study when more than this share of a run's trials fail (after 5)
     inject_failures: float = 0.0  # testing: this share of trials raises on purpose (fault injection)
+    inject_at: list[str] = dataclasses.field(default_factory=lambda: ["sampled"])  # where: sampled | measured | logged
     n_workers: int = 1  # worker processes on this machine sharing the study (and the cores)
+    # Database storages: each running trial's heartbeat, and how old it may get before the trial counts as dead
+    heartbeat_interval_s: float = 20.0
+    heartbeat_grace_s: float = 90.0
     timeout_s: Optional[float] = None  # wall-time budget of this run: no trial starts after it (null: none)
     # metric name -> upper bound (e.g. {accuracy_drop: 1.0, size_bytes: 60000}); infeasible trials are
     # kept and marked, and the front is made of feasible trials only.
@@ -399,6 +406,10 @@ def validate(cfg: Any) -> None:
     for key in ("max_failure_rate", "inject_failures"):
         if not 0.0 <= cfg.study[key] <= 1.0:
             raise ConfigError(f"study.{key} = {cfg.study[key]!r} is out of range; accepted: 0.0 to 1.0")
+    _check_list(cfg.study.inject_at, INJECTION_POINTS, "study.inject_at")
+    if not 1 <= cfg.study.heartbeat_interval_s < cfg.study.heartbeat_grace_s:
+        raise ConfigError(f"study.heartbeat_interval_s = {cfg.study.heartbeat_interval_s!r}, study.heartbeat_grace_s = "
+                          f"{cfg.study.heartbeat_grace_s!r}; accepted: 1 <= interval < grace (seconds)")
     if cfg.study.n_workers < 1:
         raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} must be an integer >= 1")
     if cfg.study.timeout_s is not None and not cfg.study.timeout_s > 0:

@@ -29,8 +29,9 @@ from optuna.trial import TrialState
 
 from objectives.errors import ConfigError, HopelessTrial, LitesweepError
 from search import pareto
+from search.config import INJECTION_POINTS  # noqa: F401 - the points TrialRunner.inject_at accepts
 from search.space import SearchSpace
-from search.tracking import Tracker, dumps
+from search.tracking import TAG_TRIAL, Tracker, dumps
 
 log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -40,13 +41,26 @@ METRIC_ATTR = "objective_metric"  # study attribute: what the accuracy objective
 TFLITE_SHA256_TAG = "litesweep.tflite_sha256"
 
 
-HEARTBEAT_INTERVAL_S = 20
-HEARTBEAT_GRACE_S = 90
+HEARTBEAT_INTERVAL_S = 20.0
+HEARTBEAT_GRACE_S = 90.0
 WORKER_ATTR = "worker"
 RETRY_OF_ATTR = "retry_of"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+class _RetryAndRemember:
+    """Called by Optuna for each trial its heartbeat failed: retry it once, as ``retry`` does for trials of
+    a dead local worker, and remember it so that its MLflow run is ended too."""
+
+    def __init__(self) -> None:
+        self.failed: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.failed.append(trial.number)
+        retry(study, trial)
+
+
+def make_storage(url: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 heartbeat_grace_s: float = HEARTBEAT_GRACE_S) -> optuna.storages.BaseStorage:
     """A database URL gives an RDB storage (with Optuna's heartbeat, so trials of a dead worker on any
     machine are failed and retried once); any other string is a journal file path (Optuna's
     recommendation for several processes on one machine; dead local workers are found by pid).
@@ -55,8 +69,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         for attempt in range(5):
             try:
                 return RDBStorage(
-                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                    grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=max(1, round(heartbeat_interval_s)),
+                    grace_period=max(1, round(heartbeat_grace_s)), heartbeat_stale_trial_callback=_RetryAndRemember(),
                 )
             except Exception:  # noqa: BLE001 - workers starting together race to create Optuna's tables
                 if attempt == 4:
@@ -89,31 +103,62 @@ def _alive(worker: str) -> bool:
 def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     """Fail trials left RUNNING by a dead worker, retry each once, and end their MLflow runs as KILLED.
 
+    A worker can die at any point of a trial, so this also covers the gaps between its steps: a trial
+    with no worker recorded yet (failed once it is ``ORPHAN_GRACE_S`` old), a trial whose run was created
+    but not yet linked (found by its trial-number tag, then linked), and a trial that never got a run
+    (one is created for it, so every trial keeps exactly one run).
+
     Returns:
         The numbers of the trials that were failed here.
     """
     failed: list[int] = []
-    optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeat older than the grace period
+    optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeat older than the grace period, on any machine
+    callback = getattr(study._storage, "heartbeat_stale_trial_callback", None)
+    by_heartbeat = set(callback.failed) if isinstance(callback, _RetryAndRemember) else set()
+    if by_heartbeat:
+        callback.failed.clear()
+    open_runs = {run.data.tags.get(TAG_TRIAL): run.info.run_id for run in tracker.trial_runs(status="RUNNING")}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER_ATTR)
-        if worker is None or _alive(worker):
+        if not _dead(trial):
             continue
+        run_id = trial.user_attrs.get(pareto.RUN_ID_ATTR) or open_runs.get(str(trial.number))
+        run_is_open = run_id is None or run_id in open_runs.values()
         try:
+            if run_id is None:
+                run_id = tracker.start_trial(study.study_name, trial.number)
+            if pareto.RUN_ID_ATTR not in trial.user_attrs:
+                study._storage.set_trial_user_attr(trial._trial_id, pareto.RUN_ID_ATTR, run_id)
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         failed.append(trial.number)
+        if run_is_open:
+            tracker.end_trial(run_id, TrialState.FAIL.name, "KILLED", note=KILLED_NOTE)
         retry(study, trial)
-    trials = {t.user_attrs.get(pareto.RUN_ID_ATTR): t for t in study.get_trials(deepcopy=False)}
-    for run in tracker.trial_runs(status="RUNNING"):
-        trial = trials.get(run.info.run_id)
-        if trial is not None and _abandoned(trial):
-            tracker.end_trial(run.info.run_id, trial.state.name, "KILLED", note="its worker died; the trial was failed and retried")
-    return failed
+    trials = study.get_trials(deepcopy=False)
+    by_run = {t.user_attrs.get(pareto.RUN_ID_ATTR): t for t in trials if t.state != TrialState.WAITING}
+    by_number = {str(t.number): t for t in trials}
+    for number, run_id in open_runs.items():
+        # A run not linked to its trial was created by a worker that died before it could link it.
+        trial = by_run.get(run_id) or by_number.get(number)
+        if trial is not None and trial.number not in failed and (trial.number in by_heartbeat or _abandoned(trial)):
+            tracker.end_trial(run_id, trial.state.name, "KILLED", note=KILLED_NOTE)
+    return failed + sorted(by_heartbeat)
 
 
+KILLED_NOTE = "its worker died; the trial was failed and retried"
 # A live worker ends its MLflow run right after telling Optuna; a run still RUNNING this long after is orphaned.
+# It is also how long a RUNNING trial with no worker recorded (killed right after ask) is given.
 ORPHAN_GRACE_S = 120.0
+
+
+def _dead(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a RUNNING trial's worker is gone (by pid on this host; by age when no worker was recorded)."""
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if worker is not None:
+        return not _alive(worker)
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > ORPHAN_GRACE_S
 
 
 def _abandoned(trial: optuna.trial.FrozenTrial) -> bool:
@@ -150,22 +195,28 @@ def make_sampler(name: str, seed: int, n_startup_trials: int | None = None) -> o
 
 
 def open_study(name: str, storage: str, sampler: str, seed: int, directions: Mapping[str, str],
-               n_startup_trials: int | None = None) -> optuna.Study:
+               n_startup_trials: int | None = None, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+               heartbeat_grace_s: float = HEARTBEAT_GRACE_S) -> optuna.Study:
     """Create the study, or load it when it exists (its objectives must match the config)."""
-    backend = make_storage(storage)
+    backend = make_storage(storage, heartbeat_interval_s, heartbeat_grace_s)
     existing = {s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
     wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
               for d in directions.values()]
-    if name in existing:
-        study = optuna.load_study(study_name=name, storage=backend)
-        stored = study.user_attrs.get("objectives")
-        if (stored is not None and stored != list(directions)) or study.directions != wanted:
-            raise ConfigError(f"study '{name}' exists with objectives {stored}, not {list(directions)}; use another study.name")
-        # A resumed study reseeds with its trial count, so it does not replay its first suggestions.
-        study.sampler = make_sampler(sampler, seed + len(study.trials), n_startup_trials)
-        return study
-    study = optuna.create_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed, n_startup_trials), directions=wanted)
-    study.set_user_attr("objectives", list(directions))
+    if name not in existing:
+        try:
+            study = optuna.create_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed, n_startup_trials),
+                                        directions=wanted)
+            study.set_user_attr("objectives", list(directions))
+            return study
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # workers started together: another one created it first
+    study = optuna.load_study(study_name=name, storage=backend)
+    stored = study.user_attrs.get("objectives")
+    if (stored is not None and stored != list(directions)) or study.directions != wanted:
+        raise ConfigError(f"study '{name}' exists with objectives {stored}, not {list(directions)}; "
+                          "accepted: the same study.objectives and study.directions, or another study.name")
+    # A resumed study reseeds with its trial count, so it does not replay its first suggestions.
+    study.sampler = make_sampler(sampler, seed + len(study.trials), n_startup_trials)
     return study
 
 
@@ -205,28 +256,49 @@ class TrialRunner:
     directions: Mapping[str, str]
     constraints: Mapping[str, float] = dataclasses.field(default_factory=dict)
     inject_failures: float = 0.0
+    inject_at: tuple[str, ...] = ("sampled",)
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
         started = time.perf_counter()
         trial = self.study.ask()
-        trial.set_user_attr(WORKER_ATTR, worker_id())
-        run_id = self.tracker.start_trial(self.study.study_name, trial.number)
-        trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
+        # Each step below may be the last if the worker is killed; recover_stale_trials handles every gap.
         heartbeat = get_heartbeat_thread(trial._trial_id, self.study._storage)
         heartbeat.start()
+        run_id: str | None = None
         try:
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+            run_id = self.tracker.start_trial(self.study.study_name, trial.number)
+            trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
             return self._run(trial, run_id, started)
+        except KeyboardInterrupt:
+            self._record_interrupt(trial, run_id, traceback.format_exc())
+            raise
         finally:
             heartbeat.join()
 
+    def _record_interrupt(self, trial: optuna.Trial, run_id: str | None, traceback_text: str) -> None:
+        """Ctrl-C at any step of a trial: FAIL it (retried on the next run) and end its run KILLED."""
+        state = self.study._storage.get_trial(trial._trial_id).state
+        if state.is_finished():  # interrupted between telling Optuna and ending the run
+            if run_id is not None:
+                self.tracker.end_trial(run_id, state.name, "FINISHED" if state == TrialState.COMPLETE else "KILLED")
+            return
+        if run_id is None:
+            run_id = self.tracker.start_trial(self.study.study_name, trial.number)
+            trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback_text, note="interrupted (Ctrl-C); retried on the next run")
+        retry(self.study, self.study._storage.get_trial(trial._trial_id))
+
     def _run(self, trial: optuna.Trial, run_id: str, started: float) -> TrialState:
         try:
+            inject = injection_point(self.study.study_name, trial.number, self.inject_failures, self.inject_at)
             policy = self.space.sample(trial)
-            if self.inject_failures and random.Random(f"{self.study.study_name}:{trial.number}").random() < self.inject_failures:
-                raise RuntimeError(f"failure injected on purpose (study.inject_failures = {self.inject_failures})")
             self.tracker.log_params(run_id, policy.flat_params())
+            _maybe_fail(inject, "sampled", self.inject_failures)
             output = self.bench.run(policy)  # checks the policy against the model first
+            _maybe_fail(inject, "measured", self.inject_failures)
             metrics = output.metrics.as_dict()
             values = [metrics[m] for m in self.directions]
             violations = constraint_values(metrics, self.constraints)
@@ -246,6 +318,7 @@ class TrialRunner:
                       TFLITE_SHA256_TAG: hashlib.sha256(output.tflite).hexdigest()},
                 files={"model.tflite": output.tflite, "policy.json": policy.to_json()},
             )
+            _maybe_fail(inject, "logged", self.inject_failures)
             timings = {**output.timings, "log": time.perf_counter() - logging_started}
             timings["trial"] = time.perf_counter() - started
             timings["overhead"] = timings["trial"] - sum(timings.get(k, 0.0) for k in WORK_PHASES)
@@ -257,11 +330,6 @@ class TrialRunner:
             self.study.tell(trial, state=TrialState.PRUNED)
             self.tracker.end_trial(run_id, "PRUNED", "KILLED", note=str(exc))
             return TrialState.PRUNED
-        except KeyboardInterrupt:
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback.format_exc(), note="interrupted (Ctrl-C); retried on the next run")
-            retry(self.study, self.study.trials[trial.number])
-            raise
         except ConfigError:
             # A policy the model cannot take is a configuration problem, not a bad trial: stop.
             self.study.tell(trial, state=TrialState.FAIL)
@@ -272,6 +340,23 @@ class TrialRunner:
             self.study.tell(trial, state=TrialState.FAIL)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())
             return TrialState.FAIL
+
+
+class InjectedFailure(RuntimeError):
+    """A failure raised on purpose by ``study.inject_failures`` (fault-injection testing)."""
+
+
+def injection_point(study_name: str, trial_number: int, share: float, points: tuple[str, ...]) -> str | None:
+    """The point where trial ``trial_number`` fails on purpose, or None; seeded by study and trial, so tests can tell."""
+    rng = random.Random(f"{study_name}:{trial_number}")
+    if not share or rng.random() >= share:
+        return None
+    return points[rng.randrange(len(points))]
+
+
+def _maybe_fail(point: str | None, here: str, share: float) -> None:
+    if point == here:
+        raise InjectedFailure(f"failure injected on purpose after the trial was {here} (study.inject_failures = {share})")
 
 
 MIN_TRIALS_FOR_FAILURE_RATE = 5
@@ -311,6 +396,7 @@ def run_trials(
             recover_stale_trials(study, runner.tracker)
             time.sleep(1.0)
             continue
+        recover_stale_trials(study, runner.tracker)  # a worker that died on any machine: its trial is retried
         state = runner()
         ran += 1
         consecutive = consecutive + 1 if state == TrialState.FAIL else 0

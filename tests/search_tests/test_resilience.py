@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from objectives.errors import LitesweepError
 from search.app import SweepResult, run
+from search.study import injection_point
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 # A FAIL trial is FAILED in MLflow when it raised, KILLED when its worker died or was interrupted.
@@ -49,17 +50,32 @@ def _assert_stores_agree(result: SweepResult) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_injected_failures_are_recorded_in_both_stores_and_the_study_reaches_its_target(tmp_path: Path) -> None:
-    result = run(compose_quick(tmp_path, "study.n_trials=4", "study.inject_failures=0.4", "study.presets=false",
+    # Failures strike at three points: before any work, after the .tflite is measured, after it is logged to
+    # MLflow but before Optuna is told. This study name makes the seeded injection hit each point in 7 trials.
+    points = ("sampled", "measured", "logged")
+    result = run(compose_quick(tmp_path, "study.name=faults-113", "study.n_trials=4", "study.inject_failures=0.5",
+                               f"study.inject_at=[{','.join(points)}]", "study.presets=false",
                                "study.max_consecutive_failures=20", "study.max_failure_rate=0.9"))
     trials = _assert_stores_agree(result)
     assert result.n_finished == 4
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    expected = [t.number for t in trials if random.Random(f"{result.study_name}:{t.number}").random() < 0.4]
-    assert [t.number for t in failed] == expected and failed, "the seeded injection decides which trials fail"
     client = MlflowClient(result.tracking_uri)
-    for t in failed:
-        files = {a.path for a in client.list_artifacts(t.user_attrs["mlflow_run_id"])}
-        assert "traceback.txt" in files and "model.tflite" not in files
+    struck = set()
+    for t in trials:
+        point = injection_point(result.study_name, t.number, 0.5, points)
+        if point is None or t.state == TrialState.PRUNED:  # a hopeless trial is pruned before it is measured
+            assert t.state != TrialState.FAIL, t.number
+            continue
+        struck.add(point)
+        run_ = client.get_run(t.user_attrs["mlflow_run_id"])
+        files = {a.path for a in client.list_artifacts(run_.info.run_id)}
+        assert t.state == TrialState.FAIL and run_.info.status == "FAILED", (t.number, point)
+        text = Path(client.download_artifacts(run_.info.run_id, "traceback.txt", str(tmp_path))).read_text()
+        assert "InjectedFailure" in text and f"after the trial was {point}" in text, text[-500:]
+        assert run_.data.params, "the sampled policy is logged even when the trial fails"
+        # What reached MLflow before the failure stays there, marked FAILED; nothing later was written.
+        assert ("model.tflite" in files) == (point == "logged") and ("accuracy" in run_.data.metrics) == (point == "logged")
+        assert t.values is None
+    assert struck == set(points), "every injection point struck at least once"
 
 
 def test_too_many_failures_end_the_study_with_a_clear_message(tmp_path: Path) -> None:
@@ -127,10 +143,25 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     assert tagged == front
 
 
+def _newest_running_trial_age_s(db: Path) -> float | None:
+    """Seconds since the newest RUNNING trial run started, or None when no trial is running."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            started = conn.execute("select max(r.start_time) from runs r join tags t on r.run_uuid = t.run_uuid "
+                                   "where t.key = 'litesweep.role' and t.value = 'trial' and r.status = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    return None if started is None else time.time() - started / 1000
+
+
 def test_ctrl_c_marks_the_running_trial_and_the_rerun_retries_it(tmp_path: Path) -> None:
     proc = _sweep_until(tmp_path, n_trials=4, finished=1)
     db = tmp_path / "mlruns" / "mlflow.db"
-    time.sleep(0.5)
+    # Interrupt a trial that has just started: a trial takes seconds, so the signal lands inside it.
+    deadline = time.time() + 60
+    while (age := _newest_running_trial_age_s(db)) is None or age > 0.5:
+        assert time.time() < deadline and proc.poll() is None, "no trial started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     stderr = (tmp_path / "stderr.log").read_text()
@@ -139,14 +170,19 @@ def test_ctrl_c_marks_the_running_trial_and_the_rerun_retries_it(tmp_path: Path)
     cfg = compose_quick(tmp_path, "study.n_trials=4", "study.presets=false")
     study = _study(cfg.study.storage, cfg.study.name)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and not [t for t in study.trials if t.state == TrialState.RUNNING], \
+        [(t.number, t.state) for t in study.trials]
     client = MlflowClient(f"sqlite:///{db}")
-    if interrupted:  # the signal may also land between two trials
-        run_ = client.get_run(interrupted[0].user_attrs["mlflow_run_id"])
-        assert run_.info.status == "KILLED" and "interrupted" in run_.data.tags["litesweep.note"]
-        assert [t.state for t in study.trials if t.state == TrialState.WAITING] == [TrialState.WAITING]
+    run_ = client.get_run(interrupted[0].user_attrs["mlflow_run_id"])
+    assert run_.info.status == "KILLED" and "interrupted" in run_.data.tags["litesweep.note"]
+    assert "KeyboardInterrupt" in Path(client.download_artifacts(run_.info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [interrupted[0].params], "the interrupted trial is queued again"
+    parent = client.search_runs([run_.info.experiment_id], filter_string="tags.`litesweep.role` = 'study'")[0]
+    assert parent.info.status == "KILLED"
+
     result = run(cfg)
     trials = _assert_stores_agree(result)
     assert result.n_finished == 4
-    if interrupted:
-        retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
-        assert len(retried) == 1 and retried[0].params == interrupted[0].params
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retried) == 1 and retried[0].params == interrupted[0].params
