@@ -7,8 +7,10 @@ composes the same config first, validates it, and reports the first problem on o
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -76,6 +78,41 @@ def precheck(argv: Sequence[str], conf_dir: str, prog: str = "litesweep") -> Non
         sys.exit(EXIT_BAD_INPUT)
 
 
+class MaskingFormatter(logging.Formatter):
+    """Wraps a handler's formatter and masks URI passwords in the finished line (message and traceback)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
+        from search.preflight import mask
+
+        return mask(self.inner.format(record))
+
+
+def mask_logging() -> None:
+    """Mask passwords in every line the root logger's handlers write (Hydra's console and job log)."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, MaskingFormatter):
+            handler.setFormatter(MaskingFormatter(handler.formatter))
+
+
+def mask_hydra_files() -> None:
+    """Rewrite the config, overrides and hydra files Hydra saved for this run with passwords masked."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from search.preflight import mask
+
+    hydra_cfg = HydraConfig.get()
+    if not hydra_cfg.output_subdir:
+        return
+    for path in (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"):
+        text = path.read_text()
+        if mask(text) != text:
+            path.write_text(mask(text))
+
+
 def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[], None]:
     """A console entry point running ``task(cfg)`` as a Hydra app over ``conf/``.
 
@@ -87,6 +124,12 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
     def _hydra_main(cfg: DictConfig) -> None:
         from search.preflight import mask
 
+        mask_logging()
+        mask_hydra_files()
+        if "tracking" in cfg:
+            from search.tracking import quiet_run_urls
+
+            quiet_run_urls(str(cfg.tracking.uri))
         try:
             task(cfg)
         except LitesweepError as exc:

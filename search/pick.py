@@ -25,6 +25,7 @@ from objectives.errors import ConfigError, LitesweepError
 from search import pareto
 from search.cli import hydra_entry
 from search.config import validate
+from search.preflight import mask
 from search.study import METRIC_ATTR, TFLITE_SHA256_TAG, make_storage
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
@@ -104,7 +105,7 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         layers.append(f"| {name} | {p['bits']} | {p['act_bits']} | {p['sparsity']:.2f} | {p['structure']} | "
                       f"{p['clusters'] or '-'} | {p['width']:.2f} | {p['ptq_mode'] if policy['method'] != 'qat' else '-'} |")
     overrides = " ".join(task_overrides(exclude=("pick.",)))
-    return "\n".join([
+    return mask("\n".join([
         f"# Model card: {study}, trial {trial.number}",
         "",
         f"`model.tflite` (sha256 `{sha256}`), picked by `litesweep-pick` (preference `{cfg.pick.prefer}`) from the Pareto "
@@ -137,7 +138,7 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         "```",
         "",
         "`litesweep-apply` rebuilds the model from `policy.json` and the cached base model and compares the metrics.",
-    ])
+    ]))  # a card is shared: no password from the URIs or overrides
 
 
 def task_overrides(exclude: tuple[str, ...] = ()) -> list[str]:
@@ -235,7 +236,7 @@ def pick(cfg: DictConfig) -> Pick:
     print(f"Exported to {output_dir}: model.tflite, policy.json, metrics.json, MODEL_CARD.md")
     if version:
         print(f"Registered as models:/{cfg.pick.register}@{cfg.pick.alias} (version {version}); serve it with:\n"
-              f"  MLFLOW_TRACKING_URI='{cfg.tracking.uri}' mlflow models serve -m 'models:/{cfg.pick.register}@{cfg.pick.alias}' "
+              f"  MLFLOW_TRACKING_URI='{mask(cfg.tracking.uri)}' mlflow models serve -m 'models:/{cfg.pick.register}@{cfg.pick.alias}' "
               "--env-manager local --host 127.0.0.1 --port 5001")
     return Pick(trial.number, run_id, dict(metrics), output_dir, best_preset[0] if best_preset else None, version)
 

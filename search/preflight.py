@@ -5,20 +5,24 @@ Every failure is a one-line ``ConfigError`` with credentials masked.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from objectives.errors import ConfigError
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<secret>[^@\s]*)@", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@\s]*)@", re.IGNORECASE)
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret)=)(?P<secret>[^&\s'\"]*)", re.IGNORECASE)
 
 
 def mask(text: str) -> str:
-    """Hide the password of every ``scheme://user:password@host`` in ``text``."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Hide the password of every ``scheme://user:password@host`` and ``?password=...`` in ``text``."""
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}***", text)
 
 
 def _writable(path: Path, what: str) -> None:
@@ -42,7 +46,7 @@ def check_tracking(uri: str) -> None:
         return
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            with urllib.request.urlopen(_health_request(uri), timeout=5) as response:
                 if response.status == 200:
                     return
                 reason = f"HTTP {response.status}"
@@ -52,6 +56,18 @@ def check_tracking(uri: str) -> None:
     if uri.startswith("file:") or "://" not in uri:
         raise ConfigError(f"tracking.uri = '{mask(uri)}' is a file store, which MLflow 3 keeps in maintenance mode; accepted: sqlite:///..., http(s)://..., or a database URI")
     _check_database(uri, "tracking.uri")
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """``GET <uri>/health``; credentials in the URI go into a basic-auth header (urllib takes none in the URL)."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/"))
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}".encode())
+        request.add_header("Authorization", f"Basic {token.decode()}")
+    return request
 
 
 def check_storage(url: str) -> None:

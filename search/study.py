@@ -113,7 +113,8 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     """
     failed: list[int] = []
     optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeat older than the grace period, on any machine
-    callback = getattr(study._storage, "heartbeat_stale_trial_callback", None)
+    get_callback = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages (behind Optuna's cache)
+    callback = get_callback() if get_callback is not None else None
     by_heartbeat = set(callback.failed) if isinstance(callback, _RetryAndRemember) else set()
     if by_heartbeat:
         callback.failed.clear()

@@ -7,6 +7,7 @@ is explicit and several workers can share one tracking server.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from search.preflight import mask
+
 
 TAG_ROLE = "litesweep.role"
 TAG_STUDY = "litesweep.study_name"
@@ -25,6 +28,15 @@ TAG_TRIAL = "litesweep.trial_number"
 TAG_PARETO = "litesweep.pareto"
 TAG_STATE = "litesweep.state"
 ROLE_STUDY, ROLE_TRIAL, ROLE_BASELINE = "study", "trial", "baseline"
+
+
+def quiet_run_urls(uri: str) -> None:
+    """Stop MLflow printing each run's URL as the run ends: two lines a trial, and with credentials in the
+    tracking URI the URL would carry the password (then it is off whatever the user set)."""
+    if mask(uri) != uri:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    else:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _artifact_uri(location: str) -> str:
@@ -45,6 +57,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str) -> None:
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        quiet_run_urls(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -160,9 +173,9 @@ class Tracker:
     def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None, note: str | None = None,
                   metrics: Mapping[str, float] | None = None) -> None:
         """Mark the trial's Optuna ``state`` as a tag, log last ``metrics`` and end its run with MLflow ``status``."""
-        if traceback_text is not None:
-            _log_files(self.client, run_id, {"traceback.txt": traceback_text})
-        tags = [RunTag(TAG_STATE, state)] + ([RunTag("litesweep.note", note[:5000])] if note else [])
+        if traceback_text is not None:  # an error message may quote a storage or tracking URI
+            _log_files(self.client, run_id, {"traceback.txt": mask(traceback_text)})
+        tags = [RunTag(TAG_STATE, state)] + ([RunTag("litesweep.note", mask(note)[:5000])] if note else [])
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, tags=tags, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
         self.client.set_terminated(run_id, status=status)

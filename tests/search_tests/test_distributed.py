@@ -3,17 +3,20 @@ both started on 127.0.0.1 by the test (``make test`` installs Debian's postgresq
 
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from tests.conftest import QUICK_OVERRIDES
 from tests.servers import free_port, start_mlflow, stop
@@ -58,24 +61,61 @@ def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory):  #
     stop(server)
 
 
+REMOTE = "litesweep-remote"
+#: As root, one worker runs under another hostname (a UTS namespace): to the others it is on another machine,
+#: so when it is killed only Optuna's heartbeat can tell it is dead.
+CAN_FAKE_HOST = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def _worker(shared: list[str], out: Path, remote: bool) -> subprocess.Popen:
+    args = [sys.executable, "-m", "search", *shared, f"paths.output_dir={out}", f"hydra.run.dir={out}/hydra"]
+    if remote:
+        args = ["unshare", "--uts", "sh", "-c", f'hostname {REMOTE} && exec "$@"', "sh", *args]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _remote_trial_running(storage: str) -> bool:
+    """Whether the remote worker has had a trial running (with its MLflow run) for a second."""
+    try:
+        study = optuna.load_study(study_name="distributed", storage=storage)
+    except KeyError:
+        return False
+    now = datetime.datetime.now()
+    return any(t.user_attrs.get("worker", "").startswith(f"{REMOTE}:") and "mlflow_run_id" in t.user_attrs
+               and (now - t.datetime_start).total_seconds() > 1 for t in study.get_trials(states=(TrialState.RUNNING,)))
+
+
 def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracking_server: str, tmp_path: Path) -> None:
     n_trials = 12
-    shared = [*QUICK_OVERRIDES, f"study.storage={postgres}/studies", f"tracking.uri={tracking_server}", "study.name=distributed",
-              f"study.n_trials={n_trials}", "study.presets=false", f"paths.cache_dir={tmp_path}/cache"]
-    workers = [subprocess.Popen([sys.executable, "-m", "search", *shared, f"paths.output_dir={tmp_path}/w{i}",
-                                 f"hydra.run.dir={tmp_path}/w{i}/hydra"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for i in range(3)]
+    storage = f"{postgres}/studies"
+    shared = [*QUICK_OVERRIDES, f"study.storage={storage}", f"tracking.uri={tracking_server}", "study.name=distributed",
+              f"study.n_trials={n_trials}", "study.presets=false", f"paths.cache_dir={tmp_path}/cache",
+              "study.inject_failures=0.15", "study.inject_at=[sampled,measured,logged]", "study.max_failure_rate=1.0",
+              "study.max_consecutive_failures=20", "study.heartbeat_interval_s=1", "study.heartbeat_grace_s=6"]
+    workers = [_worker(shared, tmp_path / f"w{i}", remote=CAN_FAKE_HOST and i == 2) for i in range(3)]
+    killed = None
+    if CAN_FAKE_HOST:
+        deadline = time.time() + 600
+        while not _remote_trial_running(storage):
+            assert time.time() < deadline and workers[2].poll() is None, "the remote worker never ran a trial"
+            time.sleep(0.5)
+        workers[2].kill()  # SIGKILL mid-trial
+        killed = workers.pop()
+        killed.communicate()
     outputs = [w.communicate(timeout=900)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert [w.returncode for w in workers] == [0] * len(workers), "\n".join(o[-2000:] for o in outputs)
     assert all(SECRET not in o for o in outputs), "a worker printed the database password"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), f"{path} holds the database password"
 
-    study = optuna.load_study(study_name="distributed", storage=f"{postgres}/studies")
-    numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers))
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    study = optuna.load_study(study_name="distributed", storage=storage)
+    trials = study.trials
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), "unique trial numbers"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert n_trials <= len(finished) <= n_trials + 2
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len({t.user_attrs["worker"] for t in finished}) >= 2, "trials came from several workers"
 
     client = MlflowClient(tracking_server)
@@ -84,10 +124,24 @@ def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracki
     assert len(parents) == 1, "workers started together converge on one parent run"
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'trial'", max_results=1000)
     assert sorted(int(r.data.tags["litesweep.trial_number"]) for r in runs) == sorted(numbers), "one MLflow run per trial"
+    assert not client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"), "no run left RUNNING"
     by_id = {r.info.run_id: r for r in runs}
-    for t in complete:
+    status = {TrialState.COMPLETE: {"FINISHED"}, TrialState.PRUNED: {"KILLED"}, TrialState.FAIL: {"FAILED", "KILLED"}}
+    for t in trials:
         run = by_id[t.user_attrs["mlflow_run_id"]]
-        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert "model.tflite" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert int(run.data.tags["litesweep.trial_number"]) == t.number, "trial number <-> run id"
+        assert run.info.status in status[t.state] and run.data.tags["litesweep.state"] == t.state.name, (t.number, t.state)
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        if t.state == TrialState.COMPLETE:
+            assert "model.tflite" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, "the injected failures struck"
+    if killed is not None:
+        dead = [t for t in failed if t.user_attrs["worker"].startswith(f"{REMOTE}:")]
+        assert len(dead) == 1, [(t.number, t.user_attrs["worker"]) for t in failed]
+        assert by_id[dead[0].user_attrs["mlflow_run_id"]].info.status == "KILLED"
+        assert "worker died" in by_id[dead[0].user_attrs["mlflow_run_id"]].data.tags["litesweep.note"]
+        retried = [t for t in trials if t.user_attrs.get("retry_of") == dead[0].number]
+        assert len(retried) == 1 and retried[0].params == dead[0].params, "the dead worker's trial was retried"
     logged = " ".join(f"{k}={v}" for k, v in {**parents[0].data.params, **parents[0].data.tags}.items())
     assert SECRET not in logged and "litesweep:***@" in logged

@@ -117,3 +117,29 @@ def test_a_live_workers_trial_is_never_recovered(tmp_path: Path) -> None:
     assert recover_stale_trials(study, tracker) == []
     assert study.trials[0].state == TrialState.RUNNING
     assert [r.info.status for r in tracker.trial_runs()] == ["RUNNING"]
+
+
+def test_a_worker_on_another_machine_is_found_dead_by_its_heartbeat(tmp_path: Path) -> None:
+    """Its pid means nothing here: only the trial's heartbeat, older than the grace period, tells."""
+    import time
+
+    from search.study import open_study, recover_stale_trials
+    from search.tracking import Tracker
+
+    study = open_study("remote", f"sqlite:///{tmp_path}/optuna.db", "random", 0, {"accuracy": "maximize"},
+                       heartbeat_interval_s=1, heartbeat_grace_s=2)
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "remote", str(tmp_path / "artifacts"))
+    tracker.open_study_run("remote", params={}, tags={})
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(WORKER_ATTR, "another-machine:4242:1")
+    trial.set_user_attr("mlflow_run_id", tracker.start_trial("remote", trial.number))
+    study._storage.record_heartbeat(trial._trial_id)  # its last beat before the machine went away
+    assert recover_stale_trials(study, tracker) == [], "a fresh heartbeat: alive"
+    time.sleep(3)
+    assert recover_stale_trials(study, tracker) == [0]
+    assert study.trials[0].state == TrialState.FAIL
+    (run,) = tracker.trial_runs()
+    assert run.info.status == "KILLED" and "worker died" in run.data.tags["litesweep.note"]
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert [(t.system_attrs.get("fixed_params"), t.user_attrs) for t in waiting] == [(study.trials[0].params, {"retry_of": 0})]
