@@ -147,7 +147,7 @@ def builtin_scorer(name: str, k: int = 5) -> Scorer:
         return Scorer("agreement", top_k_accuracy, against_reference=True)
     if name == "top_k":
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"objective.k = {k!r} must be an integer >= 1")
+            raise ConfigError(f"objective.k = {k!r} is not accepted; accepted: an integer >= 1")
         return Scorer(f"top_{k}", lambda labels, outputs: top_k_accuracy(labels, outputs, k), k=k)
     raise ConfigError(f"objective.metric = {name!r} is not supported; accepted: {list(BUILTIN_SCORERS)} or {{_target_: module.function}}")
 

@@ -42,7 +42,7 @@ class CnnSpec:
         for what, value in (("model.kernel_size", self.kernel_size), ("model.max_epochs", self.max_epochs),
                             ("model.batch_size", self.batch_size)):
             if int(value) <= 0:
-                raise ConfigError(f"{what} = {value!r} must be a positive integer")
+                raise ConfigError(f"{what} = {value!r} is not accepted; accepted: a positive integer")
 
 
 def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -177,7 +177,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
                 raise ModelError(f"model.path = '{path}' uses class '{name}', a custom class Keras cannot find here; "
                                  "accepted: built-in layers, or the module defining it in model.custom_objects") from exc
         if "Lambda" in text or "safe_mode" in text:
-            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; set model.trust_code=true only for a file you trust") from exc
+            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without Lambda layers, or model.trust_code=true for a file you trust") from exc
         raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); {accepted}") from exc
     if not getattr(model, "_is_graph_network", False):
         raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
@@ -289,4 +289,4 @@ def _refuse_h5_lambda(path: Path) -> None:
         raise ModelError(f"model.path = '{path}' is not an HDF5 Keras model ({exc}); accepted: a .keras or .h5 file or a SavedModel directory") from exc
     text = config.decode() if isinstance(config, bytes) else str(config or "")
     if '"class_name": "Lambda"' in text:
-        raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; set model.trust_code=true only for a file you trust")
+        raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without Lambda layers, or model.trust_code=true for a file you trust")

@@ -63,12 +63,12 @@ class FineTuneSettings:
         """Raise ``ConfigError`` on a non-positive setting."""
         for name in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"finetune.{name} = {getattr(self, name)!r} must be an integer >= 1")
+                raise ConfigError(f"finetune.{name} = {getattr(self, name)!r} is not accepted; accepted: an integer >= 1")
         if self.max_train_samples is not None and int(self.max_train_samples) < self.batch_size:
             raise ConfigError(f"finetune.max_train_samples = {self.max_train_samples!r} is below finetune.batch_size; "
                               "accepted: at least one batch, or null for all")
         if not self.learning_rate > 0:
-            raise ConfigError(f"finetune.learning_rate = {self.learning_rate!r} must be > 0")
+            raise ConfigError(f"finetune.learning_rate = {self.learning_rate!r} is not accepted; accepted: a number > 0")
         if not 0.0 <= self.min_val_accuracy <= 1.0:
             raise ConfigError(f"finetune.min_val_accuracy = {self.min_val_accuracy!r} is out of range; accepted: 0.0 to 1.0")
 
@@ -392,7 +392,8 @@ def check_data_fits(model: keras.Model, data: Dataset) -> None:
     """Raise ``DataError`` if the data's sample shape or labels do not fit the model."""
     expected = tuple(model.input_shape[1:])
     if tuple(data.input_shape) != expected:
-        raise DataError(f"data samples have shape {data.input_shape} but the model expects {expected}")
+        raise DataError(f"data samples have shape {data.input_shape} but the model expects {expected}; "
+                        f"accepted: data whose samples are {expected}, or a model whose input is {tuple(data.input_shape)}")
     outputs = int(model.output_shape[-1])
     for split, labels in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
         if len(labels) and (labels.min() < 0 or labels.max() >= outputs):

@@ -259,7 +259,7 @@ def check_clusters(value: Any, what: str) -> None:
 def check_temperature(value: Any, what: str) -> None:
     """Raise ``ConfigError`` unless ``value > 0``."""
     if not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{what} = {value!r} must be a positive number (> 0)")
+        raise ConfigError(f"{what} = {value!r} is not accepted; accepted: a positive number (> 0)")
 
 
 def check_unit_interval(value: Any, what: str) -> None:

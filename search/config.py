@@ -321,7 +321,7 @@ def _check_range(rng: Any, key: str, check: Any) -> None:
     check(rng.low, f"{key}.low")
     check(rng.high, f"{key}.high")
     if rng.step is not None and rng.step <= 0:
-        raise ConfigError(f"{key}.step = {rng.step!r} must be > 0 (or null)")
+        raise ConfigError(f"{key}.step = {rng.step!r} is not accepted; accepted: a number > 0, or null")
 
 
 def _check_list(values: Any, accepted: tuple[Any, ...], key: str) -> None:
@@ -402,7 +402,7 @@ def validate(cfg: Any) -> None:
     for metric, bound in (cfg.study.constraints or {}).items():
         _check_choice(metric, METRIC_NAMES, "study.constraints key")
         if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-            raise ConfigError(f"study.constraints.{metric} = {bound!r} must be a number (an upper bound)")
+            raise ConfigError(f"study.constraints.{metric} = {bound!r} is not accepted; accepted: a number (an upper bound)")
     for key in ("max_failure_rate", "inject_failures"):
         if not 0.0 <= cfg.study[key] <= 1.0:
             raise ConfigError(f"study.{key} = {cfg.study[key]!r} is out of range; accepted: 0.0 to 1.0")
@@ -411,11 +411,11 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"study.heartbeat_interval_s = {cfg.study.heartbeat_interval_s!r}, study.heartbeat_grace_s = "
                           f"{cfg.study.heartbeat_grace_s!r}; accepted: 1 <= interval < grace (seconds)")
     if cfg.study.n_workers < 1:
-        raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} must be an integer >= 1")
+        raise ConfigError(f"study.n_workers = {cfg.study.n_workers!r} is not accepted; accepted: an integer >= 1")
     if cfg.study.timeout_s is not None and not cfg.study.timeout_s > 0:
         raise ConfigError(f"study.timeout_s = {cfg.study.timeout_s!r} is not accepted; accepted: seconds > 0, or null")
     if cfg.study.n_trials < 1:
-        raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} must be an integer >= 1")
+        raise ConfigError(f"study.n_trials = {cfg.study.n_trials!r} is not accepted; accepted: an integer >= 1")
     if not cfg.study.objectives:
         raise ConfigError("study.objectives is empty; accepted: a list of metric names")
     for metric in cfg.study.objectives:
@@ -455,9 +455,9 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"space.groups.{group} = {pattern!r} is not a valid regular expression ({exc})") from exc
     for key in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
         if cfg.finetune[key] < 1:
-            raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} must be an integer >= 1")
+            raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} is not accepted; accepted: an integer >= 1")
     if cfg.finetune.learning_rate <= 0:
-        raise ConfigError(f"finetune.learning_rate = {cfg.finetune.learning_rate!r} must be > 0")
+        raise ConfigError(f"finetune.learning_rate = {cfg.finetune.learning_rate!r} is not accepted; accepted: a number > 0")
     if cfg.model.path and not Path(cfg.model.path).exists():
         raise ConfigError(f"model.path = '{cfg.model.path}' does not exist; accepted: a .keras or .h5 file or a SavedModel directory")
     scorer_from_config(cfg.objective)
@@ -465,6 +465,6 @@ def validate(cfg: Any) -> None:
     for key in ("min_accuracy", "max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
         value = cfg.pick[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"pick.{key} = {value!r} must be a number or null")
+            raise ConfigError(f"pick.{key} = {value!r} is not accepted; accepted: a number or null")
     if cfg.latency.min_runs < 50:
         raise ConfigError(f"latency.min_runs = {cfg.latency.min_runs!r} is too few; accepted: >= 50")

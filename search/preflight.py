@@ -52,7 +52,8 @@ def check_tracking(uri: str) -> None:
                 reason = f"HTTP {response.status}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = str(getattr(exc, "reason", exc))
-        raise ConfigError(f"tracking.uri = '{mask(uri)}' cannot be reached ({reason}); start the tracking server or fix the URI")
+        raise ConfigError(f"tracking.uri = '{mask(uri)}' cannot be reached ({reason}); accepted: the URL of a running tracking server "
+                          "(mlflow server --host 127.0.0.1 --port 5000), sqlite:///path/mlflow.db, or a database URI that answers")
     if uri.startswith("file:") or "://" not in uri:
         raise ConfigError(f"tracking.uri = '{mask(uri)}' is a file store, which MLflow 3 keeps in maintenance mode; accepted: sqlite:///..., http(s)://..., or a database URI")
     _check_database(uri, "tracking.uri")
@@ -100,4 +101,6 @@ def _check_database(url: str, what: str) -> None:
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - driver errors vary
         first = mask(" ".join(str(exc).split()))[:200]
-        raise ConfigError(f"{what} = '{mask(url)}' cannot be reached ({type(exc).__name__}: {first})") from exc
+        accepted = "a journal file path or " if what == "study.storage" else "sqlite:///path/mlflow.db or "
+        raise ConfigError(f"{what} = '{mask(url)}' cannot be reached ({type(exc).__name__}: {first}); "
+                          f"accepted: {accepted}a database URL that answers (check host, port, user, password, database)") from exc

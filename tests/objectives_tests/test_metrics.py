@@ -39,7 +39,7 @@ def test_kl_divergence_reads_logits_and_probabilities_alike() -> None:
 
 @pytest.mark.parametrize(("name", "k", "message"), [
     ("f1", 5, "objective.metric = 'f1' is not supported; accepted: ['accuracy', 'top_k', 'agreement']"),
-    ("top_k", 0, "objective.k = 0 must be an integer >= 1"),
+    ("top_k", 0, "objective.k = 0 is not accepted; accepted: an integer >= 1"),
 ])
 def test_bad_builtin_scorer(name: str, k: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -41,7 +41,7 @@ def test_json_round_trip_keeps_every_setting() -> None:
         (lambda: Policy({}, method="distill"), "policy method = 'distill' is not supported; accepted: ['qat', 'ptq', 'mixed']"),
         (lambda: _policy(sparsity=1.0), "sparsity of layer 'conv1' = 1.0"),
         (lambda: _policy(sparsity=-0.1), "out of range"),
-        (lambda: Policy({}, DistillPolicy(0.0, 0.5)), "distill temperature = 0.0 must be a positive"),
+        (lambda: Policy({}, DistillPolicy(0.0, 0.5)), "distill temperature = 0.0 is not accepted; accepted: a positive"),
         (lambda: Policy({}, DistillPolicy(-1.0, 0.5)), "temperature = -1.0"),
         (lambda: Policy({}, DistillPolicy(1.0, 1.5)), "distill weight = 1.5"),
     ],
