@@ -31,6 +31,7 @@ from objectives.metrics import METRIC_NAMES
 from search import pareto
 from search.cli import hydra_entry
 from search.config import validate
+from search.preflight import mask
 from search.study import TFLITE_SHA256_TAG, make_storage
 from search.tracking import ROLE_TRIAL, TAG_PARETO, TAG_ROLE, TAG_TRIAL, search_all_runs
 
@@ -62,7 +63,7 @@ def audit(cfg: DictConfig) -> AuditReport:
     storage = make_storage(cfg.study.storage)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if cfg.study.name not in names:
-        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {cfg.study.storage}; accepted: {sorted(names)}")
+        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {mask(cfg.study.storage)}; accepted: {sorted(names)}")
     study = optuna.load_study(study_name=cfg.study.name, storage=storage)
     client = MlflowClient(cfg.tracking.uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)

@@ -6,11 +6,13 @@ composes the same config first, validates it, and reports the first problem on o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -92,32 +94,76 @@ class MaskingFormatter(logging.Formatter):
 
 
 def mask_logging() -> None:
-    """Mask passwords in every line the root logger's handlers write (Hydra's console and job log)."""
-    for handler in logging.getLogger().handlers:
-        if not isinstance(handler.formatter, MaskingFormatter):
-            handler.setFormatter(MaskingFormatter(handler.formatter))
+    """Mask passwords in every line any configured handler writes (Hydra's console and job log, MLflow's and
+    Optuna's own handlers, which do not propagate to the root)."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not isinstance(handler.formatter, MaskingFormatter):
+                handler.setFormatter(MaskingFormatter(handler.formatter))
 
 
 def mask_hydra_files() -> None:
-    """Rewrite the config, overrides and hydra files Hydra saved for this run with passwords masked."""
+    """Rewrite the files Hydra saved for this run (``.hydra/*.yaml``, a sweep's ``multirun.yaml``) with passwords masked."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from search.preflight import mask
 
     hydra_cfg = HydraConfig.get()
-    if not hydra_cfg.output_subdir:
-        return
-    for path in (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"):
+    paths: list[Path] = []
+    if hydra_cfg.output_subdir:
+        paths += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        paths.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in paths:
+        if not path.is_file():
+            continue
         text = path.read_text()
         if mask(text) != text:
             path.write_text(mask(text))
+
+
+class MaskingStream:
+    """A text stream that masks URI passwords in everything written through it; all else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        """Write ``text`` masked; returns ``len(text)`` as callers expect."""
+        from search.preflight import mask
+
+        self.stream.write(mask(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write every line masked."""
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def masked_std_streams() -> Iterator[None]:
+    """Mask ``sys.stdout`` and ``sys.stderr`` for the block: prints by any library and Hydra's own error report
+    (``Error executing job with overrides: [...]`` and the traceback) included."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if isinstance(s, MaskingStream) else MaskingStream(s) for s in saved)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[], None]:
     """A console entry point running ``task(cfg)`` as a Hydra app over ``conf/``.
 
     The command line is checked first (``precheck``); a ``LitesweepError`` becomes one masked line and
-    exit code 2; Ctrl-C exits 130 after the task has recorded what it was doing.
+    exit code 2; Ctrl-C exits 130 after the task has recorded what it was doing. URI passwords are masked
+    in everything the app prints or logs and in the files Hydra saves.
     """
 
     @hydra.main(version_base="1.3", config_path=schema.CONF_DIR, config_name="config")
@@ -142,8 +188,9 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
 
     def main() -> None:
         schema.register_configs()
-        precheck(sys.argv[1:], schema.CONF_DIR, prog=prog)
-        _hydra_main()
+        with masked_std_streams():
+            precheck(sys.argv[1:], schema.CONF_DIR, prog=prog)
+            _hydra_main()
 
     main.__doc__ = f"Console entry point ``{prog}``."
     return main

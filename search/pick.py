@@ -162,7 +162,7 @@ def pick(cfg: DictConfig) -> Pick:
     storage = make_storage(cfg.study.storage) if ("://" in cfg.study.storage or Path(cfg.study.storage).exists()) else None
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)] if storage else []
     if cfg.study.name not in names:
-        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {cfg.study.storage}; accepted: {names}")
+        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {mask(cfg.study.storage)}; accepted: {names}")
     study = optuna.load_study(study_name=cfg.study.name, storage=storage)
     directions = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
     client = MlflowClient(cfg.tracking.uri)
@@ -254,7 +254,9 @@ def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: 
 
     from objectives.runtime import input_shape, predict
     from search.serving import TfliteModel
+    from search.tracking import quiet_run_urls
 
+    quiet_run_urls(tracking_uri)  # ending the run would print its URL, password included
     tflite = tflite_path.read_bytes()
     example = np.zeros((1, *input_shape(tflite)), dtype=np.float32)
     signature = infer_signature(example, predict(tflite, example)[0])

@@ -92,12 +92,12 @@ class Tracker:
             # The oldest parent is the one every worker keeps (see _converge); newer ones may be deleted.
             run_id = min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.client.log_batch(run_id, tags=_tags(tags))
             resumed = True
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"study-{study_name}",
-                tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **tags},
+                tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **{t.key: t.value for t in _tags(tags)}},
             )
             run_id = self._converge(study_name, run.info.run_id)
             if run_id == run.info.run_id:
@@ -163,7 +163,7 @@ class Tracker:
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            tags=_tags(tags),
         )
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -187,7 +187,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=f"preset-{preset}",
             tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_ROLE: ROLE_BASELINE, TAG_STUDY: study_name,
-                  "litesweep.preset": preset, **tags},
+                  "litesweep.preset": preset, **{t.key: t.value for t in _tags(tags)}},
         )
         run_id = run.info.run_id
         self.log_trial(run_id, params={"preset": preset}, metrics=metrics, tags={}, files=files)
@@ -247,8 +247,13 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
             return runs
 
 
+# Params, tags and text files may quote a storage or tracking URI from the config: every one is masked here.
+def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(k, mask(str(v))) for k, v in tags.items()]
+
+
 def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
 
@@ -260,7 +265,7 @@ def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes | st
         for name, content in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+            path.write_bytes(content if isinstance(content, bytes) else mask(content).encode())  # bytes are binary (.tflite, .png): kept exact
         client.log_artifacts(run_id, tmp, artifact_path)
 
 
