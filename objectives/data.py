@@ -103,7 +103,7 @@ def _digits(src: Source) -> _Raw:
 
 def _need_path(src: Source, what: str) -> Path:
     if not src.path:
-        raise ConfigError(f"data.source = {src.source!r} needs data.path ({what})")
+        raise ConfigError(f"data.source = {src.source!r} needs data.path; accepted: {what}")
     path = Path(src.path).expanduser()
     if not path.exists():
         raise DataError(f"data.path = {src.path!r} does not exist; accepted: {what}")
@@ -159,7 +159,8 @@ def _folder(src: Source) -> _Raw:
         x, y, classes = _read_folder(root / "train", src)
         x_test, y_test, test_classes = _read_folder(root / "test", src)
         if test_classes != classes:
-            raise DataError(f"data.path = {src.path!r}: test classes {test_classes} differ from train classes {classes}")
+            raise DataError(f"data.path = {src.path!r}: test classes {test_classes} differ from train classes {classes}; "
+                            "accepted: the same class sub-folders under train/ and test/")
         return _Raw(x, y, x_test, y_test)
     x, y, _ = _read_folder(root, src)
     return _Raw(x, y)
@@ -169,9 +170,10 @@ def _tfds(src: Source) -> _Raw:
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:
-        raise ConfigError("data.source = 'tfds' needs tensorflow-datasets; install it (pip install tensorflow-datasets)") from exc
+        raise ConfigError("data.source = 'tfds' needs tensorflow-datasets, which is not installed; "
+                          "accepted: data.source=tfds after pip install tensorflow-datasets, or another data.source") from exc
     if not src.dataset:
-        raise ConfigError("data.source = 'tfds' needs data.dataset (a TFDS name such as 'mnist')")
+        raise ConfigError("data.source = 'tfds' needs data.dataset; accepted: a TFDS name such as 'mnist'")
     try:
         splits = tfds.load(src.dataset, split=["train", "test"], data_dir=src.path, download=False, as_supervised=True, batch_size=-1)
     except Exception as exc:  # noqa: BLE001 - TFDS raises many types for a dataset that is not prepared
@@ -244,7 +246,7 @@ def _keras(src: Source) -> _Raw:
         (x, y), (x_test, y_test) = getattr(keras.datasets, name).load_data()  # Keras' cache first, else a download
     except Exception as exc:  # noqa: BLE001 - no network shows up as many exception types
         raise DataError(f"data.dataset = {name!r} could not be downloaded ({type(exc).__name__}); "
-                        f"without internet, set data.path to a folder with {how}") from exc
+                        f"accepted: Keras' cached copy, or without internet data.path set to a folder with {how}") from exc
     finally:
         socket.setdefaulttimeout(previous)
     return _Raw(x, y.reshape(-1), x_test, y_test.reshape(-1))

@@ -38,7 +38,7 @@ class CnnSpec:
         """Raise ``ConfigError`` on a non-positive size."""
         for what, values in (("model.conv_filters", self.conv_filters), ("model.dense_units", self.dense_units)):
             if any(int(v) <= 0 for v in values):
-                raise ConfigError(f"{what} = {list(values)} must hold positive integers")
+                raise ConfigError(f"{what} = {list(values)} is not accepted; accepted: a list of positive integers")
         for what, value in (("model.kernel_size", self.kernel_size), ("model.max_epochs", self.max_epochs),
                             ("model.batch_size", self.batch_size)):
             if int(value) <= 0:
@@ -184,7 +184,10 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
     try:
         fresh_copy(model)
     except Exception as exc:  # noqa: BLE001 - clone_model fails in many ways; name the layer instead
-        raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {_clone_problem(model, exc)}") from exc
+        problem = _clone_problem(model, exc)
+        if "accepted" not in problem:
+            problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
+        raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {problem}") from exc
     from objectives.inventory import compressible_layers
 
     compressible = {info.name for info in compressible_layers(model)}

@@ -374,22 +374,24 @@ def validate(cfg: Any) -> None:
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
-        raise ConfigError("study.sampler = 'gp' needs PyTorch, which is not installed; pip install -e '.[gp]', "
-                          "or use one of ['nsgaii', 'random', 'tpe']")
+        raise ConfigError("study.sampler = 'gp' needs PyTorch, which is not installed; "
+                          "accepted: one of ['nsgaii', 'random', 'tpe'], or 'gp' after pip install -e '.[gp]'")
     if cfg.study.n_startup_trials is not None and cfg.study.n_startup_trials < 1:
         raise ConfigError(f"study.n_startup_trials = {cfg.study.n_startup_trials!r} is not accepted; accepted: an integer >= 1, or null")
     _check_choice(cfg.data.source, DATA_SOURCES, "data.source")
     if cfg.data.source in ("npz", "folder") and not cfg.data.path:
-        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.path (the user's {cfg.data.source}); e.g. data.path=/data/mine.{cfg.data.source if cfg.data.source == 'npz' else 'd'}")
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.path; accepted: the path of the user's {cfg.data.source} "
+                          f"(e.g. data.path=/data/mine.{cfg.data.source if cfg.data.source == 'npz' else 'd'})")
     if cfg.data.source in ("tfds", "keras") and not cfg.data.dataset:
-        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.dataset (e.g. data.dataset=fashion_mnist)")
+        raise ConfigError(f"data.source = {cfg.data.source!r} needs data.dataset; accepted: a dataset name (e.g. data.dataset=fashion_mnist)")
     if cfg.data.source == "folder" and (not cfg.data.image_size or len(cfg.data.image_size) != 2):
         raise ConfigError(f"data.image_size = {cfg.data.image_size!r} is not accepted for a folder; accepted: [height, width]")
     _check_choice(cfg.data.color_mode, ("grayscale", "rgb"), "data.color_mode")
     _check_choice(cfg.space.method, METHODS, "space.method")
     _check_choice(cfg.latency.backend, LATENCY_BACKENDS, "latency.backend")
     if cfg.latency.backend == "command" and (not cfg.latency.command or not cfg.latency.pattern):
-        raise ConfigError("latency.backend = 'command' needs latency.command (with {model}) and latency.pattern")
+        raise ConfigError("latency.backend = 'command' needs latency.command and latency.pattern; accepted: a shell command "
+                          "with {model} and a regular expression whose first group is the time (as in conf/latency/command.yaml)")
     _check_list(cfg.space.techniques, TECHNIQUES, "space.techniques")
     _check_choice(cfg.sensitivity.use, SENSITIVITY_USES, "sensitivity.use")
     if cfg.screen.enabled:
@@ -452,7 +454,8 @@ def validate(cfg: Any) -> None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(f"space.groups.{group} = {pattern!r} is not a valid regular expression ({exc})") from exc
+            raise ConfigError(f"space.groups.{group} = {pattern!r} is not a valid regular expression ({exc}); "
+                              "accepted: a Python regular expression matched against layer names") from exc
     for key in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
         if cfg.finetune[key] < 1:
             raise ConfigError(f"finetune.{key} = {cfg.finetune[key]!r} is not accepted; accepted: an integer >= 1")

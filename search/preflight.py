@@ -94,6 +94,15 @@ def check_storage(url: str) -> None:
 def _check_database(url: str, what: str) -> None:
     import sqlalchemy
 
+    sqlite_file = url[len("sqlite:///"):].split("?")[0] if url.startswith("sqlite:///") else ""
+    if sqlite_file and sqlite_file != ":memory:":
+        # SQLite creates neither the folder nor, in a read-only one, its journal: say so rather than "unable to open".
+        folder = Path(sqlite_file).parent.resolve()
+        if not folder.exists():
+            other = "a journal file path" if what == "study.storage" else "a tracking server URL"
+            raise ConfigError(f"{what} = '{mask(url)}': folder '{folder}' does not exist, and SQLite does not create it; "
+                              f"accepted: a SQLite file in an existing folder this user can write, {other}, or a database URL that answers")
+        _writable(folder, f"{what} folder")
     try:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgres") else {})
         with engine.connect():

@@ -36,7 +36,7 @@ CASES = [
     ("space=ptq space.techniques=[quantize,prune]", "space.techniques entry = 'prune' needs training"),
     ("space.width={low:0.0,high:1.0}", "space.width.low = 0.0 is out of range"),
     ("latency.backend=device", "latency.backend = 'device' is not supported; accepted: ['local', 'command']"),
-    ("latency.backend=command", "latency.backend = 'command' needs latency.command"),
+    ("latency.backend=command", "latency.backend = 'command' needs latency.command and latency.pattern; accepted: a shell command with {model}"),
     ("objective.metric=f1", "objective.metric = 'f1' is not supported; accepted: one of ['accuracy', 'top_k', 'agreement'] or {_target_: module.function}"),
     ("objective=top_k objective.k=0", "objective.k = 0 is not accepted; accepted: an integer >= 1"),
     ("objective=recall", "config group option 'objective/recall' not found; accepted: accuracy, agreement, top_k"),
@@ -45,6 +45,9 @@ CASES = [
     ("objective.metric={_target_:math.pi}", "objective.metric._target_ = 'math.pi' is not callable"),
     ("objective.metric={_target_:statistics.fmean,beta:2}", "objective.metric._target_ = 'statistics.fmean' cannot be called as f(labels, outputs, beta=...)"),
 ]
+
+#: Lines search/cli.py::describe words from OmegaConf's own error, which does not yet say what is accepted.
+NO_ACCEPTED_YET = {"study.n_trials=abc"}
 
 
 @pytest.mark.parametrize(("override", "message"), CASES, ids=[c[0] for c in CASES])
@@ -57,7 +60,8 @@ def test_bad_override_fails_in_one_line_and_writes_nothing(override: str, messag
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("litesweep: error: "), proc.stderr
-    assert message in lines[0]
+    assert message in lines[0], lines[0]
+    assert "accepted" in lines[0] or override in NO_ACCEPTED_YET, lines[0]
     assert not out.exists(), "a rejected command line must not create the output directory or stores"
 
 
