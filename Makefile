@@ -56,9 +56,9 @@ else
 	$(BIN)/python benchmarks/run.py --task default --phases compare throughput --space default --trials 40 --seeds 3
 endif
 
-## Quick test tier (under ~10 minutes on 2 cores)
+## Quick test tier (about 10 minutes on 2 cores): two pytest workers, one test file each at a time (module fixtures stay whole)
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ## Browse the default store in the MLflow UI on http://127.0.0.1:5000
 ui: $(STAMP)

@@ -303,6 +303,11 @@ def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> No
     from search.tracking import Tracker
 
     logging.basicConfig(level=logging.WARNING)
+    from search.cli import MaskingStream, mask_logging
+
+    # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
+    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)  # type: ignore[assignment]
+    mask_logging()
     cfg = OmegaConf.create(container)
     bench, _ = build_workbench(cfg)
     directions = dict(zip(cfg.study.objectives, cfg.study.directions))

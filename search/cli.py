@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,10 @@ def _accepted_keys(full_key: str) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(node)) if node and dataclasses.is_dataclass(node) else []
 
 
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "bool": "true or false",
+               "String": "a string"}
+
+
 def describe(exc: BaseException) -> str:
     """One line naming the bad key or value and what is accepted."""
     chain, cause = [], exc
@@ -50,7 +55,9 @@ def describe(exc: BaseException) -> str:
             return f"unknown config key '{err.full_key}'{hint}"
         if isinstance(err, ValidationError) and getattr(err, "full_key", None):
             first = str(err).splitlines()[0]
-            return f"bad value for config key '{err.full_key}': {first}"
+            wanted = re.search(r"converted to (\w+)", first) or re.search(r"is not a valid (bool)", first)
+            accepted = _TYPE_WORDS.get(wanted.group(1), f"a value of type {wanted.group(1)}") if wanted else "the type search/config.py gives it"
+            return f"bad value for config key '{err.full_key}': {first}; accepted: {accepted}"
     text = str(exc)
     if "Could not find" in text and "Available options" in text:
         missing = text.split("Could not find", 1)[1].splitlines()[0].strip()

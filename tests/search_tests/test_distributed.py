@@ -91,7 +91,7 @@ def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracki
     shared = [*QUICK_OVERRIDES, f"study.storage={storage}", f"tracking.uri={tracking_server}", "study.name=distributed",
               f"study.n_trials={n_trials}", "study.presets=false", f"paths.cache_dir={tmp_path}/cache",
               "study.inject_failures=0.15", "study.inject_at=[sampled,measured,logged]", "study.max_failure_rate=1.0",
-              "study.max_consecutive_failures=20", "study.heartbeat_interval_s=1", "study.heartbeat_grace_s=6"]
+              "study.max_consecutive_failures=20", "study.heartbeat_interval_s=1", "study.heartbeat_grace_s=10"]
     workers = [_worker(shared, tmp_path / f"w{i}", remote=CAN_FAKE_HOST and i == 2) for i in range(3)]
     killed = None
     if CAN_FAKE_HOST:
