@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,8 +160,18 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
     if not path.exists():
         raise ModelError(f"model.path = '{path}' does not exist; {accepted}")
     _refuse_keras_3(path)
-    if path.suffix == ".h5" and not trust_code:
-        _refuse_h5_lambda(path)
+    if not trust_code:
+        # Keras applies safe_mode to .keras zips only; an HDF5 file or SavedModel, whatever its name, is checked here.
+        import h5py
+
+        if path.is_file() and h5py.is_hdf5(path):
+            _refuse_h5_lambda(path)
+        elif path.suffix == ".h5":
+            _refuse_h5_lambda(path)  # not HDF5 at all: names what the file is not
+        metadata = path / "keras_metadata.pb"
+        if metadata.is_file() and re.search(rb'"class_name":\s*"Lambda"', metadata.read_bytes()):
+            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without "
+                             "Lambda layers, or model.trust_code=true for a file you trust")
     custom = import_custom_objects(custom_objects)
     try:
         if path.suffix == ".keras":

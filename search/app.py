@@ -220,6 +220,7 @@ def run(cfg: DictConfig) -> SweepResult:
 
         def on_trial_end(state: Any, finished: int) -> None:
             front = pareto.front(study)
+            tracker.reload_pareto_state()  # other litesweep processes on this study may have changed the tags
             tracker.update_pareto(pareto.front_run_ids(front))
             if cfg.tracking.report_every > 0 and len(study.trials) % cfg.tracking.report_every == 0:
                 refresh_report()
@@ -230,10 +231,10 @@ def run(cfg: DictConfig) -> SweepResult:
         if cfg.study.n_workers > 1:
             bar.disable = True
             run_workers(cfg, space, parent_id)
-            tracker.reload_pareto_state()
         else:
             run_trials(runner, cfg.study.n_trials, cfg.study.max_consecutive_failures, cfg.study.max_failure_rate, on_trial_end,
                        timeout_s=cfg.study.timeout_s)
+        tracker.reload_pareto_state()
         front = pareto.front(study)
         tracker.update_pareto(pareto.front_run_ids(front))
         refresh_report()
@@ -278,7 +279,7 @@ def run_workers(cfg: DictConfig, space: Any, parent_run_id: str) -> None:
     import multiprocessing
 
     workers = int(cfg.study.n_workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, not the host's
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
     container = OmegaConf.to_container(cfg, resolve=True)
     processes = [context.Process(target=_worker, args=(container, space, parent_run_id, threads), name=f"litesweep-worker-{i}")

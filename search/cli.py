@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -197,7 +198,13 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
         schema.register_configs()
         with masked_std_streams():
             precheck(sys.argv[1:], schema.CONF_DIR, prog=prog)
-            _hydra_main()
+            try:
+                _hydra_main()
+            except SystemExit:
+                raise
+            except BaseException:  # HYDRA_FULL_ERROR=1 re-raises: print the traceback while the streams still mask
+                traceback.print_exc()
+                sys.exit(1)
 
     main.__doc__ = f"Console entry point ``{prog}``."
     return main

@@ -103,6 +103,8 @@ def _check_database(url: str, what: str) -> None:
             raise ConfigError(f"{what} = '{mask(url)}': folder '{folder}' does not exist, and SQLite does not create it; "
                               f"accepted: a SQLite file in an existing folder this user can write, {other}, or a database URL that answers")
         _writable(folder, f"{what} folder")
+        if not Path(sqlite_file).exists():
+            return  # connecting would create the file now, before any later check could still refuse the run
     try:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgres") else {})
         with engine.connect():

@@ -124,14 +124,17 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
             continue
         run_id = trial.user_attrs.get(pareto.RUN_ID_ATTR) or open_runs.get(str(trial.number))
         run_is_open = run_id is None or run_id in open_runs.values()
+        created = None
         try:
             if run_id is None:
-                run_id = tracker.start_trial(study.study_name, trial.number)
+                run_id = created = tracker.start_trial(study.study_name, trial.number)
             if pareto.RUN_ID_ATTR not in trial.user_attrs:
                 study._storage.set_trial_user_attr(trial._trial_id, pareto.RUN_ID_ATTR, run_id)
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
+            if created is not None:  # another worker recovered it first: keep one run per trial
+                tracker.client.delete_run(created)
+            continue
         failed.append(trial.number)
         if run_is_open:
             tracker.end_trial(run_id, TrialState.FAIL.name, "KILLED", note=KILLED_NOTE)
@@ -143,7 +146,10 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         # A run not linked to its trial was created by a worker that died before it could link it.
         trial = by_run.get(run_id) or by_number.get(number)
         if trial is not None and trial.number not in failed and (trial.number in by_heartbeat or _abandoned(trial)):
-            tracker.end_trial(run_id, trial.state.name, "KILLED", note=KILLED_NOTE)
+            if trial.state == TrialState.COMPLETE:  # killed after telling Optuna: the trial and its files are whole
+                tracker.end_trial(run_id, trial.state.name, "FINISHED", note="its worker died after the trial finished")
+            else:
+                tracker.end_trial(run_id, trial.state.name, "KILLED", note=KILLED_NOTE)
     return failed + sorted(by_heartbeat)
 
 
@@ -265,9 +271,11 @@ class TrialRunner:
         trial = self.study.ask()
         # Each step below may be the last if the worker is killed; recover_stale_trials handles every gap.
         heartbeat = get_heartbeat_thread(trial._trial_id, self.study._storage)
-        heartbeat.start()
         run_id: str | None = None
+        beating = False
         try:
+            heartbeat.start()
+            beating = True
             trial.set_user_attr(WORKER_ATTR, worker_id())
             run_id = self.tracker.start_trial(self.study.study_name, trial.number)
             trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
@@ -276,7 +284,8 @@ class TrialRunner:
             self._record_interrupt(trial, run_id, traceback.format_exc())
             raise
         finally:
-            heartbeat.join()
+            if beating:
+                heartbeat.join()
 
     def _record_interrupt(self, trial: optuna.Trial, run_id: str | None, traceback_text: str) -> None:
         """Ctrl-C at any step of a trial: FAIL it (retried on the next run) and end its run KILLED."""
@@ -328,17 +337,18 @@ class TrialRunner:
             self.tracker.end_trial(run_id, "COMPLETE", "FINISHED", metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
             return TrialState.COMPLETE
         except (optuna.TrialPruned, HopelessTrial) as exc:
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             self.tracker.end_trial(run_id, "PRUNED", "KILLED", note=str(exc))
             return TrialState.PRUNED
         except ConfigError:
             # A policy the model cannot take is a configuration problem, not a bad trial: stop.
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())
             raise
         except Exception:  # noqa: BLE001 - a failing trial must not end a long sweep
             log.exception("trial %d failed", trial.number)
-            self.study.tell(trial, state=TrialState.FAIL)
+            # skip_if_finished: a worker that wrongly thought this one dead may have failed the trial already.
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())
             return TrialState.FAIL
 

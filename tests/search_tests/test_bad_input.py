@@ -43,6 +43,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cnn((8, 8, 1), 5).save(files["five_outputs"])
     cnn((8, 8, 1), 10, lam=True).save(files["lambda_keras"])
     cnn((8, 8, 1), 10, lam=True).save(files["lambda_h5"])
+    # The same HDF5 file under a name Keras would not treat as HDF5, and a Lambda model as a SavedModel.
+    files["lambda_h5_renamed"] = root / "lambda_h5.model"
+    files["lambda_h5_renamed"].write_bytes(files["lambda_h5"].read_bytes())
+    files["lambda_savedmodel"] = root / "lambda_savedmodel"
+    cnn((8, 8, 1), 10, lam=True).save(files["lambda_savedmodel"], save_format="tf")
     sub = Subclassed()
     sub(keras.Input((8, 8, 1)))
     sub.save(files["subclassed"], save_format="tf")
@@ -57,6 +62,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 CASES = [
     ("missing model file", lambda m, o: [f"model.path={o}/nope.keras"], "model.path = '", "does not exist; accepted: a .keras or .h5 file"),
     ("not a Keras model", lambda m, o: [f"model.path={m['not_a_model']}"], "is not a Keras model Keras can load", "accepted: a .keras or .h5"),
+    ("Lambda in a renamed .h5", lambda m, o: [f"model.path={m['lambda_h5_renamed']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
+    ("Lambda in a SavedModel", lambda m, o: [f"model.path={m['lambda_savedmodel']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
     ("subclassed model", lambda m, o: [f"model.path={m['subclassed']}"], "is a subclassed model, which cannot be cloned",
      "accepted: a Sequential or Functional"),
     ("Lambda in .keras", lambda m, o: [f"model.path={m['lambda_keras']}"], "holds a Lambda layer (arbitrary code), refused",

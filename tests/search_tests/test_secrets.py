@@ -93,13 +93,18 @@ def test_every_param_and_tag_is_masked(swept: dict[str, Any]) -> None:
     assert parent.data.params["tracking.uri"] == swept["url"].replace("http://", f"http://{MASKED}")
 
 
-def test_an_unexpected_error_is_reported_masked(swept: dict[str, Any]) -> None:
-    """Not a LitesweepError: Hydra's own report (the overrides and the traceback) is masked too."""
+@pytest.mark.parametrize("full_error", ["0", "1"], ids=["hydra-report", "HYDRA_FULL_ERROR=1"])
+def test_an_unexpected_error_is_reported_masked(swept: dict[str, Any], full_error: str) -> None:
+    """Not a LitesweepError: Hydra's own report (the overrides and the traceback), or with HYDRA_FULL_ERROR=1
+    the re-raised exception's traceback, is masked too."""
     out = swept["out"]
     dead = f"http://alice:{SECRET}@127.0.0.1:{free_port()}"  # nothing listens: the MLflow client raises
-    failed = _run([*PICK, *_common(out, dead), f"pick.output_dir={out}/picked-dead", f"hydra.run.dir={out}/hydra-dead"],
-                  MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    failed = _run([*PICK, *_common(out, dead), f"pick.output_dir={out}/picked-dead-{full_error}",
+                   f"hydra.run.dir={out}/hydra-dead-{full_error}"],
+                  MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5", HYDRA_FULL_ERROR=full_error)
     assert failed.returncode not in (0, 2), failed.stderr[-3000:]
     assert SECRET not in failed.stdout + failed.stderr
-    assert "Error executing job with overrides" in failed.stderr and MASKED in failed.stderr, failed.stderr[-3000:]
-    assert _files_holding_the_secret(out / "hydra-dead") == []
+    assert "Traceback" in failed.stderr and MASKED in failed.stderr, failed.stderr[-3000:]
+    if full_error == "0":
+        assert "Error executing job with overrides" in failed.stderr
+    assert _files_holding_the_secret(out / f"hydra-dead-{full_error}") == []
