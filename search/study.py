@@ -272,6 +272,7 @@ class TrialRunner:
         # Each step below may be the last if the worker is killed; recover_stale_trials handles every gap.
         heartbeat = get_heartbeat_thread(trial._trial_id, self.study._storage)
         run_id: str | None = None
+        self._sampled = False
         beating = False
         try:
             heartbeat.start()
@@ -298,13 +299,17 @@ class TrialRunner:
             run_id = self.tracker.start_trial(self.study.study_name, trial.number)
             trial.set_user_attr(pareto.RUN_ID_ATTR, run_id)
         self.study.tell(trial, state=TrialState.FAIL)
-        self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback_text, note="interrupted (Ctrl-C); retried on the next run")
-        retry(self.study, self.study._storage.get_trial(trial._trial_id))
+        if self._sampled:
+            self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback_text, note="interrupted (Ctrl-C); retried on the next run")
+            retry(self.study, self.study._storage.get_trial(trial._trial_id))
+        else:  # no whole policy to retry: the next run samples a new trial in its place
+            self.tracker.end_trial(run_id, "FAIL", "KILLED", traceback_text, note="interrupted (Ctrl-C) while sampling its policy")
 
     def _run(self, trial: optuna.Trial, run_id: str, started: float) -> TrialState:
         try:
             inject = injection_point(self.study.study_name, trial.number, self.inject_failures, self.inject_at)
             policy = self.space.sample(trial)
+            self._sampled = True
             self.tracker.log_params(run_id, policy.flat_params())
             _maybe_fail(inject, "sampled", self.inject_failures)
             output = self.bench.run(policy)  # checks the policy against the model first
