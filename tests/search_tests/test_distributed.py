@@ -137,8 +137,10 @@ def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracki
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed, "the injected failures struck"
     if killed is not None:
-        dead = [t for t in failed if t.user_attrs["worker"].startswith(f"{REMOTE}:")]
-        assert len(dead) == 1, [(t.number, t.user_attrs["worker"]) for t in failed]
+        remote = [t for t in trials if t.user_attrs.get("worker", "").startswith(f"{REMOTE}:")]
+        # Its injected failures are FAILED runs; the trial it died in is the KILLED one, and its last.
+        dead = [t for t in remote if t.state == TrialState.FAIL and by_id[t.user_attrs["mlflow_run_id"]].info.status == "KILLED"]
+        assert len(dead) == 1 and dead[0].number == max(t.number for t in remote), [(t.number, t.state) for t in remote]
         assert by_id[dead[0].user_attrs["mlflow_run_id"]].info.status == "KILLED"
         assert "worker died" in by_id[dead[0].user_attrs["mlflow_run_id"]].data.tags["litesweep.note"]
         retried = [t for t in trials if t.user_attrs.get("retry_of") == dead[0].number]
