@@ -29,7 +29,6 @@ from optuna.trial import TrialState
 
 from objectives.errors import ConfigError, HopelessTrial, LitesweepError
 from search import pareto
-from search.config import INJECTION_POINTS  # noqa: F401 - the points TrialRunner.inject_at accepts
 from search.space import SearchSpace
 from search.tracking import TAG_TRIAL, Tracker, dumps
 
@@ -263,7 +262,7 @@ class TrialRunner:
     directions: Mapping[str, str]
     constraints: Mapping[str, float] = dataclasses.field(default_factory=dict)
     inject_failures: float = 0.0
-    inject_at: tuple[str, ...] = ("sampled",)
+    inject_at: tuple[str, ...] = ("sampled",)  # points from search.config.INJECTION_POINTS
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
