@@ -29,9 +29,9 @@ def main() -> None:
     started = time.perf_counter()
     from mlflow.tracking import MlflowClient
 
-    from search.app import run
-    from search.cli import compose_config
-    from search.config import register_configs
+    from litesweep.search.app import run
+    from litesweep.search.cli import compose_config
+    from litesweep.search.config import register_configs
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:

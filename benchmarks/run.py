@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from search import baselines, pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
+from litesweep.search import baselines, pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
@@ -315,7 +315,7 @@ def remeasure_latency(out: Path, name: str, fastest: int = 5, rounds: int = 3) -
         return None
     from mlflow.tracking import MlflowClient
 
-    from objectives.measure import LatencyProtocol, latency_ms
+    from litesweep.objectives.measure import LatencyProtocol, latency_ms
 
     client = MlflowClient(f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
@@ -325,7 +325,7 @@ def remeasure_latency(out: Path, name: str, fastest: int = 5, rounds: int = 3) -
     good = [t for t in study.trials if t.user_attrs.get("metrics") and t.user_attrs["metrics"]["accuracy_drop"] <= DROP_BUDGET]
     for trial in sorted(good, key=lambda t: t.user_attrs["metrics"]["latency_ms"])[:fastest]:
         files[f"trial {trial.number}"] = Path(client.download_artifacts(trial.user_attrs["mlflow_run_id"], "model.tflite")).read_bytes()
-    from objectives.runtime import open_interpreter
+    from litesweep.objectives.runtime import open_interpreter
 
     rng = np.random.default_rng(0)
     samples = {label: rng.random(tuple(open_interpreter(tflite, threads=1, batch=1)[0].get_input_details()[0]["shape"][1:]),

@@ -84,9 +84,9 @@ def main() -> None:
 
     import optuna
 
-    from search.app import run
-    from search.cli import compose_config
-    from search.config import register_configs
+    from litesweep.search.app import run
+    from litesweep.search.cli import compose_config
+    from litesweep.search.config import register_configs
 
     register_configs()
     figures: dict = {"command": " ".join(["python", "benchmarks/workers.py", *sys.argv[1:]]), "backend": args.backend,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from objectives.compat import keras, tf
+from litesweep.objectives.compat import keras, tf
 
 
 #: The sparsity pass of TF 2.21's converter aborts the whole process (SIGTRAP, "ElementsAttr does not

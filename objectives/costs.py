@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from objectives.compat import keras
-from objectives.policy import FLOAT_BITS, LayerPolicy
+from litesweep.objectives.compat import keras
+from litesweep.objectives.policy import FLOAT_BITS, LayerPolicy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objectives.errors import ConfigError, DataError
+from litesweep.objectives.errors import ConfigError, DataError
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -132,7 +132,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def _read_folder(root: Path, src: Source) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from objectives.compat import keras
+    from litesweep.objectives.compat import keras
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
@@ -238,7 +238,7 @@ def _keras(src: Source) -> _Raw:
         return _read_idx(DEBIAN_FASHION_MNIST)
     import socket
 
-    from objectives.compat import keras
+    from litesweep.objectives.compat import keras
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # fail in seconds, not minutes, where there is no internet

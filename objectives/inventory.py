@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from objectives.compat import keras, tf
+from litesweep.objectives.compat import keras, tf
 
 TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "width")
 _WEIGHTED: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from objectives.errors import ConfigError, LitesweepError
+from litesweep.objectives.errors import ConfigError, LitesweepError
 
 __all__ = ["CommandLatency", "CommandResult", "DeviceLatencyError"]
 

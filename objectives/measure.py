@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from objectives.metrics import ACCURACY, METRIC_NAMES, Metrics, Scorer, kl_divergence
-from objectives.runtime import open_interpreter, predict, to_input
+from litesweep.objectives.metrics import ACCURACY, METRIC_NAMES, Metrics, Scorer, kl_divergence
+from litesweep.objectives.runtime import open_interpreter, predict, to_input
 
 __all__ = ["METRIC_NAMES", "LatencyProtocol", "Measurement", "Metrics", "accuracy", "latency_ms", "measure", "predict"]
 

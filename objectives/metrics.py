@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from objectives.errors import ConfigError
+from litesweep.objectives.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

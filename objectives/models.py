@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from objectives.compat import keras, tf
-from objectives.data import Dataset
-from objectives.errors import ConfigError, ModelError
+from litesweep.objectives.compat import keras, tf
+from litesweep.objectives.data import Dataset
+from litesweep.objectives.errors import ConfigError, ModelError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +199,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
         if "accepted" not in problem:
             problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
         raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {problem}") from exc
-    from objectives.inventory import compressible_layers
+    from litesweep.objectives.inventory import compressible_layers
 
     compressible = {info.name for info in compressible_layers(model)}
     unsupported = [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]

@@ -19,15 +19,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from objectives import convert, costs, measure, tflite_file
-from objectives.compat import keras, tf
-from objectives.data import Dataset
-from objectives.errors import ConfigError, DataError, HopelessTrial
-from objectives.inventory import LayerInfo, compressible_layers
-from objectives.metrics import ACCURACY, Metrics, Scorer
-from objectives.models import fresh_copy
-from objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
-from objectives.techniques import cluster, distill, prune, quantize, shrink
+from litesweep.objectives import convert, costs, measure, tflite_file
+from litesweep.objectives.compat import keras, tf
+from litesweep.objectives.data import Dataset
+from litesweep.objectives.errors import ConfigError, DataError, HopelessTrial
+from litesweep.objectives.inventory import LayerInfo, compressible_layers
+from litesweep.objectives.metrics import ACCURACY, Metrics, Scorer
+from litesweep.objectives.models import fresh_copy
+from litesweep.objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
+from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
 
 #: A latency backend other than the local interpreter: ``.tflite`` bytes → (milliseconds, label).
 LatencyBackend = Callable[[bytes], tuple[float, str]]
@@ -319,7 +319,7 @@ class Workbench:
 
         Asked of ai-edge-quantizer's own checker, so a space can be narrowed before any trial runs.
         """
-        from objectives.techniques import ptq
+        from litesweep.objectives.techniques import ptq
 
         ops = ptq.kernel_ops(self.reference.tflite, [info.name for info in self.layers])
         supported: dict[str, set[str]] = {}
@@ -330,7 +330,7 @@ class Workbench:
 
     def preset(self, name: str) -> tuple[bytes, measure.Measurement]:
         """Convert the base model with a converter preset (``objectives.presets.PRESETS``) and measure it."""
-        from objectives import presets
+        from litesweep.objectives import presets
 
         tflite = presets.convert_preset(self.base_model, name, self.calibration)
         layer = {"float32": None, "float16": LayerPolicy(bits=FLOAT16_BITS), "dynamic_int8": LayerPolicy(bits=8),
@@ -354,7 +354,7 @@ class Workbench:
                 sparse = bool(policy.sparse_layers or policy.structured_layers) and convert.sparse_encoding_allowed(bits)
                 tflite = convert.to_tflite(model, quantized=bool(bits), sparse=sparse)
             else:
-                from objectives.techniques import ptq
+                from litesweep.objectives.techniques import ptq
 
                 float_tflite = self.reference.tflite if not policy.needs_training else convert.to_tflite(model, quantized=False, sparse=False)
                 recipes = {name: _ptq_recipe(layer) for name, layer in policy.layers.items()}
@@ -379,7 +379,7 @@ def _recipe_fields(recipe) -> tuple[int, str, int]:  # noqa: ANN001 - ptq.PtqLay
 
 
 def _ptq_recipe(layer: LayerPolicy):  # noqa: ANN202 - ptq.PtqLayerRecipe, imported lazily
-    from objectives.techniques import ptq
+    from litesweep.objectives.techniques import ptq
 
     if layer.bits == FLOAT_BITS:
         return ptq.PtqLayerRecipe(mode="float")

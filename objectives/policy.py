@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from objectives.errors import ConfigError
+from litesweep.objectives.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("qat", "ptq", "mixed")
 #: Weight bit widths: 2/4/8 integer, 16 float16 (post-training only), 32 float.

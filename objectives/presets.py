@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from objectives.compat import keras, tf
+from litesweep.objectives.compat import keras, tf
 
 PRESETS: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8", "int16x8")
 

@@ -1,5 +1,5 @@
-"""``python -m search`` is the same as the ``litesweep`` command."""
+"""``python -m litesweep.search`` is the same as the ``litesweep`` command."""
 
-from search.app import main
+from litesweep.search.app import main
 
 main()

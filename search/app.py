@@ -13,9 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from objectives.errors import LitesweepError
-from search.cli import hydra_entry
-from search.config import CONF_DIR, register_configs, validate  # noqa: F401 - CONF_DIR re-exported
+from litesweep.objectives.errors import LitesweepError
+from litesweep.search.cli import hydra_entry
+from litesweep.search.config import CONF_DIR, register_configs, validate  # noqa: F401 - CONF_DIR re-exported
 
 log = logging.getLogger("litesweep")
 TAG_METRIC = "litesweep.objective.metric"
@@ -53,7 +53,7 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def data_source(data: DictConfig) -> Any:
     """The ``objectives.data.Source`` a ``data`` config node describes."""
-    from objectives.data import Source
+    from litesweep.objectives.data import Source
 
     fields = ("path", "dataset", "image_size", "color_mode", "rescale", "mean", "std")
     return Source(data.source, **{k: OmegaConf.to_object(data[k]) if OmegaConf.is_config(data[k]) else data[k] for k in fields})
@@ -70,17 +70,17 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     Returns:
         The workbench and a description of the base model's training.
     """
-    from objectives.data import load_dataset
-    from objectives.inventory import compressible_layers
-    from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, build_cnn, train_or_load
-    from objectives.pipeline import FineTuneSettings, Workbench
-    from search.objective import scorer_from_config
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.inventory import compressible_layers
+    from litesweep.objectives.measure import LatencyProtocol
+    from litesweep.objectives.models import CnnSpec, build_cnn, train_or_load
+    from litesweep.objectives.pipeline import FineTuneSettings, Workbench
+    from litesweep.search.objective import scorer_from_config
 
     data = load_dataset(data_source(cfg.data), name=cfg.data.name, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
     if cfg.model.path:
-        from objectives.models import load_model
+        from litesweep.objectives.models import load_model
 
         model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code, custom_objects=list(cfg.model.custom_objects))
         training = {"cache_key": f"file:{Path(cfg.model.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
@@ -97,7 +97,7 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     lat = cfg.latency
     backend = None
     if lat.backend == "command":
-        from objectives.latency_command import CommandLatency
+        from litesweep.objectives.latency_command import CommandLatency
 
         device = CommandLatency(command=lat.command, pattern=lat.pattern, unit=lat.unit, threads=lat.threads,
                                 timeout_s=lat.timeout_s, cache_dir=lat.cache_dir)
@@ -119,8 +119,8 @@ def check_objective_metric(study: Any, metric: str) -> None:
     Raises:
         ConfigError: the study was scored with a different ``objective.metric``.
     """
-    from objectives.errors import ConfigError
-    from search.study import METRIC_ATTR, count_finished
+    from litesweep.objectives.errors import ConfigError
+    from litesweep.search.study import METRIC_ATTR, count_finished
 
     recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if count_finished(study) else None)  # older studies: top-1
     if recorded is None:
@@ -138,17 +138,17 @@ def run(cfg: DictConfig) -> SweepResult:
             the configuration has been checked.
     """
     validate(cfg)
-    from search.preflight import check_output_dir, check_storage, check_tracking, mask
+    from litesweep.search.preflight import check_output_dir, check_storage, check_tracking, mask
 
     check_output_dir(cfg.paths.output_dir)
     check_tracking(cfg.tracking.uri)
     check_storage(cfg.study.storage)
     from tqdm.auto import tqdm
 
-    from search import baselines, pareto, report, screen, sensitivity
-    from search.space import SearchSpace, match_groups
-    from search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
-    from search.tracking import Tracker, dumps
+    from litesweep.search import baselines, pareto, report, screen, sensitivity
+    from litesweep.search.space import SearchSpace, match_groups
+    from litesweep.search.study import TrialRunner, count_finished, dump_space, open_study, recover_stale_trials, run_trials
+    from litesweep.search.tracking import Tracker, dumps
 
     # TensorFlow is imported only now, after every cheap check has passed.
     bench, training = build_workbench(cfg, check_layers=lambda names: match_groups(cfg.space.groups or {}, names))
@@ -296,15 +296,15 @@ def run_workers(cfg: DictConfig, space: Any, parent_run_id: str) -> None:
 def _worker(container: dict, space: Any, parent_run_id: str, threads: int) -> None:
     """One worker process: the same trial loop as a single-process sweep."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    from objectives.compat import limit_threads
+    from litesweep.objectives.compat import limit_threads
 
     limit_threads(threads)
-    from search import pareto
-    from search.study import TrialRunner, open_study, run_trials
-    from search.tracking import Tracker
+    from litesweep.search import pareto
+    from litesweep.search.study import TrialRunner, open_study, run_trials
+    from litesweep.search.tracking import Tracker
 
     logging.basicConfig(level=logging.WARNING)
-    from search.cli import MaskingStream, mask_logging
+    from litesweep.search.cli import MaskingStream, mask_logging
 
     # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
     sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)  # type: ignore[assignment]

@@ -20,12 +20,12 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from objectives.errors import ConfigError, LitesweepError
-from objectives.policy import Policy
-from search.app import build_workbench
-from search.cli import hydra_entry
-from search.config import validate
-from search.study import TFLITE_SHA256_TAG
+from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.objectives.policy import Policy
+from litesweep.search.app import build_workbench
+from litesweep.search.cli import hydra_entry
+from litesweep.search.config import validate
+from litesweep.search.study import TFLITE_SHA256_TAG
 
 
 class NotReproduced(LitesweepError):

@@ -26,14 +26,14 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from objectives.errors import ConfigError
-from objectives.metrics import METRIC_NAMES
-from search import pareto
-from search.cli import hydra_entry
-from search.config import validate
-from search.preflight import mask
-from search.study import TFLITE_SHA256_TAG, make_storage
-from search.tracking import ROLE_TRIAL, TAG_PARETO, TAG_ROLE, TAG_TRIAL, search_all_runs
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.metrics import METRIC_NAMES
+from litesweep.search import pareto
+from litesweep.search.cli import hydra_entry
+from litesweep.search.config import validate
+from litesweep.search.preflight import mask
+from litesweep.search.study import TFLITE_SHA256_TAG, make_storage
+from litesweep.search.tracking import ROLE_TRIAL, TAG_PARETO, TAG_ROLE, TAG_TRIAL, search_all_runs
 
 #: MLflow run statuses each finished Optuna state may end in.
 RUN_STATUS = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, "RUNNING": {"RUNNING"}}
@@ -129,7 +129,7 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
 
 
 def _bench(cfg: DictConfig) -> Any:
-    from search.app import build_workbench
+    from litesweep.search.app import build_workbench
 
     bench, _ = build_workbench(cfg)
     return bench

@@ -7,8 +7,8 @@ from typing import Any
 
 import optuna
 
-from search import pareto
-from search.tracking import Tracker
+from litesweep.search import pareto
+from litesweep.search.tracking import Tracker
 
 #: The test issue 3 sets for presets: a front trial at least as accurate and no larger.
 ACCURACY_AND_SIZE = {"accuracy": "maximize", "size_bytes": "minimize"}
@@ -16,7 +16,7 @@ ACCURACY_AND_SIZE = {"accuracy": "maximize", "size_bytes": "minimize"}
 
 def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:
     """Metrics of every preset; presets already logged for this study are read back, not redone."""
-    from objectives.presets import PRESETS
+    from litesweep.objectives.presets import PRESETS
 
     found: dict[str, dict[str, float]] = {}
     for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):

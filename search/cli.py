@@ -22,8 +22,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from objectives.errors import LitesweepError
-from search import config as schema
+from litesweep.objectives.errors import LitesweepError
+from litesweep.search import config as schema
 
 EXIT_BAD_INPUT = 2
 # Flags that make Hydra print or inspect rather than run: leave them to Hydra itself.
@@ -96,7 +96,7 @@ class MaskingFormatter(logging.Formatter):
         self.inner = inner or logging.Formatter()
 
     def format(self, record: logging.LogRecord) -> str:  # noqa: D102
-        from search.preflight import mask
+        from litesweep.search.preflight import mask
 
         return mask(self.inner.format(record))
 
@@ -116,7 +116,7 @@ def mask_hydra_files() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from search.preflight import mask
+    from litesweep.search.preflight import mask
 
     hydra_cfg = HydraConfig.get()
     paths: list[Path] = []
@@ -140,7 +140,7 @@ class MaskingStream:
 
     def write(self, text: str) -> int:
         """Write ``text`` masked; returns ``len(text)`` as callers expect."""
-        from search.preflight import mask
+        from litesweep.search.preflight import mask
 
         self.stream.write(mask(text))
         return len(text)
@@ -176,12 +176,12 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
 
     @hydra.main(version_base="1.3", config_path=schema.CONF_DIR, config_name="config")
     def _hydra_main(cfg: DictConfig) -> None:
-        from search.preflight import mask
+        from litesweep.search.preflight import mask
 
         mask_logging()
         mask_hydra_files()
         if "tracking" in cfg:
-            from search.tracking import quiet_run_urls
+            from litesweep.search.tracking import quiet_run_urls
 
             quiet_run_urls(str(cfg.tracking.uri))
         try:

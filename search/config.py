@@ -15,8 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from objectives.errors import ConfigError
-from objectives.policy import (
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.policy import (
     ACTIVATION_BITS,
     MIN_WIDTH,
     PTQ_MODES,
@@ -369,8 +369,8 @@ def validate(cfg: Any) -> None:
 
     Pure: imports no TensorFlow and touches no store, so bad input fails in well under a second.
     """
-    from objectives.metrics import METRIC_NAMES
-    from search.objective import scorer_from_config
+    from litesweep.objectives.metrics import METRIC_NAMES
+    from litesweep.search.objective import scorer_from_config
 
     _check_choice(cfg.study.sampler, SAMPLERS, "study.sampler")
     if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from objectives.errors import ConfigError
-from objectives.metrics import BUILTIN_SCORERS, Scorer, builtin_scorer
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.metrics import BUILTIN_SCORERS, Scorer, builtin_scorer
 
 ACCEPTED = f"accepted: one of {list(BUILTIN_SCORERS)} or {{_target_: module.function}}, a function f(labels, outputs) -> float"
 

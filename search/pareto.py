@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import optuna
 
-from objectives.metrics import METRIC_NAMES
+from litesweep.objectives.metrics import METRIC_NAMES
 
 RUN_ID_ATTR = "mlflow_run_id"
 METRICS_ATTR = "metrics"

@@ -21,12 +21,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from objectives.errors import ConfigError, LitesweepError
-from search import pareto
-from search.cli import hydra_entry
-from search.config import validate
-from search.preflight import mask
-from search.study import METRIC_ATTR, TFLITE_SHA256_TAG, make_storage
+from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.search import pareto
+from litesweep.search.cli import hydra_entry
+from litesweep.search.config import validate
+from litesweep.search.preflight import mask
+from litesweep.search.study import METRIC_ATTR, TFLITE_SHA256_TAG, make_storage
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
           "max_size_bytes": ("size_bytes", "<="), "max_latency_ms": ("latency_ms", "<=")}
@@ -252,9 +252,9 @@ def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: 
     import numpy as np
     from mlflow.models import infer_signature
 
-    from objectives.runtime import input_shape, predict
-    from search.serving import TfliteModel
-    from search.tracking import quiet_run_urls
+    from litesweep.objectives.runtime import input_shape, predict
+    from litesweep.search.serving import TfliteModel
+    from litesweep.search.tracking import quiet_run_urls
 
     quiet_run_urls(tracking_uri)  # ending the run would print its URL, password included
     tflite = tflite_path.read_bytes()

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search import pareto
+from litesweep.search import pareto
 
 log = logging.getLogger(__name__)
 LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", "latency_ms")

@@ -16,10 +16,10 @@ from typing import Any
 
 import optuna
 
-from objectives.policy import FLOAT_BITS, DistillPolicy, LayerPolicy, Policy, parse_recipe
-from search import pareto
-from search.space import SearchSpace
-from search.tracking import Tracker
+from litesweep.objectives.policy import FLOAT_BITS, DistillPolicy, LayerPolicy, Policy, parse_recipe
+from litesweep.search import pareto
+from litesweep.search.space import SearchSpace
+from litesweep.search.tracking import Tracker
 
 STUDY_ATTR = "screen"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe
-from search.space import FloatRange, SearchSpace, UnitSpace
-from search.tracking import Tracker
+from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe
+from litesweep.search.space import FloatRange, SearchSpace, UnitSpace
+from litesweep.search.tracking import Tracker
 
 STUDY_ATTR = "sensitivity"
 

@@ -20,7 +20,7 @@ class TfliteModel(mlflow.pyfunc.PythonModel):
 
     # Left unannotated on purpose: MLflow infers a signature from type hints, the logged one is explicit.
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, D102
-        from objectives.runtime import predict
+        from litesweep.objectives.runtime import predict
 
         x = np.asarray(model_input, dtype=np.float32)
         outputs, _ = predict(self._tflite, x)

@@ -14,8 +14,8 @@ from typing import Any
 
 import optuna
 
-from objectives.errors import ConfigError
-from objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe, recipe_name
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe, recipe_name
 
 
 @dataclasses.dataclass(frozen=True)

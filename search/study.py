@@ -27,10 +27,10 @@ from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from objectives.errors import ConfigError, HopelessTrial, LitesweepError
-from search import pareto
-from search.space import SearchSpace
-from search.tracking import TAG_TRIAL, Tracker, dumps
+from litesweep.objectives.errors import ConfigError, HopelessTrial, LitesweepError
+from litesweep.search import pareto
+from litesweep.search.space import SearchSpace
+from litesweep.search.tracking import TAG_TRIAL, Tracker, dumps
 
 log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)

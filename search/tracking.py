@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from search.preflight import mask
+from litesweep.search.preflight import mask
 
 
 TAG_ROLE = "litesweep.role"

@@ -35,8 +35,8 @@ QUICK_OVERRIDES = [
 
 def compose_quick(tmp: Path, *overrides: str):  # noqa: ANN201 - DictConfig
     """The project's config with quick-tier settings and every path under ``tmp``."""
-    from search.cli import compose_config
-    from search.config import register_configs
+    from litesweep.search.cli import compose_config
+    from litesweep.search.config import register_configs
 
     register_configs()
     return compose_config([*QUICK_OVERRIDES, f"paths.output_dir={tmp}", *overrides], CONF_DIR)
@@ -45,10 +45,10 @@ def compose_quick(tmp: Path, *overrides: str):  # noqa: ANN201 - DictConfig
 @pytest.fixture(scope="session")
 def digits_bench(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Workbench
     """A Workbench on the digits data with the tiny CNN (trained once per session)."""
-    from objectives.data import load_dataset
-    from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, train_or_load
-    from objectives.pipeline import FineTuneSettings, Workbench
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import LatencyProtocol
+    from litesweep.objectives.models import CnnSpec, train_or_load
+    from litesweep.objectives.pipeline import FineTuneSettings, Workbench
 
     data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
     spec = CnnSpec(conv_filters=(8,), dense_units=(32,), max_epochs=15, patience=2, learning_rate=0.003)

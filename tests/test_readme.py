@@ -50,8 +50,8 @@ def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """``my_model.keras`` and ``my_data.npz``, as a user's training script would leave them."""
     from sklearn.datasets import load_digits
 
-    from objectives.compat import keras
-    from objectives.models import CnnSpec, build_cnn
+    from litesweep.objectives.compat import keras
+    from litesweep.objectives.models import CnnSpec, build_cnn
 
     bunch = load_digits()
     images = (bunch.images * 15).astype("uint8")[..., None]  # 0..16 -> 0..240, (N, 8, 8, 1)
@@ -67,8 +67,8 @@ def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 
 def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> None:  # noqa: ANN001
-    from objectives.data import Source, load_dataset
-    from objectives.measure import predict
+    from litesweep.objectives.data import Source, load_dataset
+    from litesweep.objectives.measure import predict
 
     folder, arrays = own_files
     blocks = walkthrough()

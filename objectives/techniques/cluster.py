@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from objectives.compat import keras, tf, tfmot
-from objectives.inventory import kernel_of
+from litesweep.objectives.compat import keras, tf, tfmot
+from litesweep.objectives.inventory import kernel_of
 
 _clustering = tfmot.clustering.keras
 

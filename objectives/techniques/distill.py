@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from objectives.compat import keras, tf
+from litesweep.objectives.compat import keras, tf
 
 
 def pack_targets(labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:

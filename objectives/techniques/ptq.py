@@ -24,9 +24,9 @@ from ai_edge_quantizer import qtyping, recipe_manager
 from ai_edge_quantizer import quantizer as aeq
 from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
-from objectives import compat  # noqa: F401 - sets TF_USE_LEGACY_KERAS before tflite_file imports TensorFlow
-from objectives import tflite_file
-from objectives.errors import ConfigError, DataError, ModelError
+from litesweep.objectives import compat  # noqa: F401 - sets TF_USE_LEGACY_KERAS before tflite_file imports TensorFlow
+from litesweep.objectives import tflite_file
+from litesweep.objectives.errors import ConfigError, DataError, ModelError
 
 PTQ_MODES = ("float", "fp16", "weight_only", "dynamic", "static")
 #: Weight bit widths per integer mode. 2-bit weight-only is refused by the library's recipe checker;

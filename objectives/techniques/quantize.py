@@ -16,8 +16,8 @@ from tensorflow_model_optimization.python.core.quantization.keras.experimental.d
     default_n_bit_quantize_scheme as nbit_scheme,
 )
 
-from objectives.compat import keras, tf, tfmot
-from objectives.inventory import kernel_of
+from litesweep.objectives.compat import keras, tf, tfmot
+from litesweep.objectives.inventory import kernel_of
 
 _quant = tfmot.quantization.keras
 ACTIVATION_BITS = 8

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from objectives.compat import keras
-from objectives.errors import ModelError
+from litesweep.objectives.compat import keras
+from litesweep.objectives.errors import ModelError
 
 _PASS_THROUGH = (
     keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Activation, keras.layers.ReLU,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives.data import Source, load_dataset
-from objectives.errors import ConfigError, DataError
+from litesweep.objectives.data import Source, load_dataset
+from litesweep.objectives.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(
     assert rows(from_npz.x_test, from_npz.y_test) == rows(from_folder.x_test, from_folder.y_test)
     assert len(from_folder.y_train) + len(from_folder.y_val) == 1400
 
-    from objectives.measure import accuracy
+    from litesweep.objectives.measure import accuracy
 
     tflite = digits_bench.reference.tflite
     npz_accuracy, _ = accuracy(tflite, from_npz.x_test, from_npz.y_test)
@@ -114,7 +114,7 @@ def test_the_default_data_is_mlxtends_five_thousand_mnist_digits_split_the_same_
 
 
 def test_the_base_model_is_trained_once_and_then_read_from_the_cache(tmp_path: Path) -> None:
-    from objectives.models import CnnSpec, train_or_load
+    from litesweep.objectives.models import CnnSpec, train_or_load
 
     data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
     spec = CnnSpec(conv_filters=(4,), dense_units=(8,), max_epochs=2, patience=1)

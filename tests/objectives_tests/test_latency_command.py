@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from objectives.errors import ConfigError, LitesweepError
-from objectives.latency_command import CommandLatency, DeviceLatencyError
+from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.objectives.latency_command import CommandLatency, DeviceLatencyError
 
 #: Reads the model given as argv[1], checks the TFLite identifier, counts its runs, prints what
 #: LiteRT's benchmark_model prints (warm-up avg first, then the timed runs and the summary line).

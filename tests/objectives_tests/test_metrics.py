@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives.errors import ConfigError
-from objectives.metrics import builtin_scorer, kl_divergence, top_k_accuracy
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.metrics import builtin_scorer, kl_divergence, top_k_accuracy
 
 OUTPUTS = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.4, 0.4, 0.2]])
 LABELS = np.array([1, 1, 1, 1])
@@ -49,15 +49,15 @@ def test_bad_builtin_scorer(name: str, k: int, message: str) -> None:
 @pytest.fixture(scope="module")
 def four_bit(digits_bench):  # noqa: ANN001, ANN201
     """Every layer 4-bit weight-only, post-training (no training: deterministic), through Workbench.run."""
-    from objectives.policy import LayerPolicy, Policy
+    from litesweep.objectives.policy import LayerPolicy, Policy
 
     policy = Policy({info.name: LayerPolicy(bits=4, ptq_mode="weight_only") for info in digits_bench.layers}, method="ptq")
     return digits_bench.run(policy)
 
 
 def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(digits_bench, four_bit) -> None:  # noqa: ANN001
-    from objectives.measure import predict
-    from objectives.pipeline import Workbench
+    from litesweep.objectives.measure import predict
+    from litesweep.objectives.pipeline import Workbench
 
     bench = Workbench(digits_bench.base_model, digits_bench.data, digits_bench.finetune, digits_bench.protocol,
                       scorer=builtin_scorer("agreement"))
@@ -81,7 +81,7 @@ def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(dig
 
 
 def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit) -> None:  # noqa: ANN001
-    from objectives.measure import measure
+    from litesweep.objectives.measure import measure
 
     def score(k: int) -> float:
         scorer = builtin_scorer("top_k", k)
@@ -92,7 +92,7 @@ def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit
     assert top1 == four_bit.metrics.accuracy  # top-1 is the default accuracy
     assert top1 < top2 < top10 == 1.0
     with pytest.raises(ConfigError, match=r"objective.k = 11 is more than the model's 10 outputs; accepted: 1..10"):
-        from objectives.pipeline import Workbench
+        from litesweep.objectives.pipeline import Workbench
 
         Workbench(digits_bench.base_model, digits_bench.data, digits_bench.finetune, digits_bench.protocol,
                   scorer=builtin_scorer("top_k", 11))

@@ -8,9 +8,9 @@ import io
 import numpy as np
 import pytest
 
-from objectives import tflite_file
-from objectives.compat import litert, tf
-from objectives.policy import DistillPolicy, LayerPolicy, Policy
+from litesweep.objectives import tflite_file
+from litesweep.objectives.compat import litert, tf
+from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None
 
 
 def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # noqa: ANN001
-    from objectives.errors import ConfigError
+    from litesweep.objectives.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'conv9' is not a compressible layer"):
         digits_bench.check(Policy({"conv9": LayerPolicy(bits=8)}))
@@ -108,10 +108,10 @@ def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # n
 
 def test_a_depthwise_separable_model_is_pruned_clustered_and_quantized(tmp_path) -> None:  # noqa: ANN001
     """MobileNet-style layers keep their weights in ``depthwise_kernel``; every technique must find them."""
-    from objectives.data import load_dataset
-    from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, train_or_load
-    from objectives.pipeline import FineTuneSettings, Workbench
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import LatencyProtocol
+    from litesweep.objectives.models import CnnSpec, train_or_load
+    from litesweep.objectives.pipeline import FineTuneSettings, Workbench
 
     data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
     spec = CnnSpec(conv_filters=(8, 16), dense_units=(), max_epochs=8, patience=2, learning_rate=0.01, separable=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from objectives.errors import ConfigError
-from objectives.policy import DistillPolicy, LayerPolicy, Policy
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 
 
 def _policy(**layer: object) -> Policy:

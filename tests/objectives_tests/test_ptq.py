@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from ai_edge_quantizer import qtyping, quantizer
 
-from objectives import convert, tflite_file
-from objectives.compat import keras
-from objectives.errors import ConfigError, DataError
-from objectives.models import fresh_copy
-from objectives.techniques.ptq import PtqLayerRecipe, kernel_ops, quantize_tflite, supported_recipes
+from litesweep.objectives import convert, tflite_file
+from litesweep.objectives.compat import keras
+from litesweep.objectives.errors import ConfigError, DataError
+from litesweep.objectives.models import fresh_copy
+from litesweep.objectives.techniques.ptq import PtqLayerRecipe, kernel_ops, quantize_tflite, supported_recipes
 
 # Only after objectives.compat, which sets TF_USE_LEGACY_KERAS before TensorFlow first loads.
 from tensorflow.lite.python import schema_py_generated as schema  # noqa: I001
@@ -277,7 +277,7 @@ def test_unknown_layer_and_missing_or_bad_calibration(digits_bench) -> None:  # 
 
 def test_mixed_method_fine_tunes_sparse_then_applies_post_training_recipes(digits_bench, calibration) -> None:  # noqa: ANN001
     """``method=mixed``: float pruning with distillation, then per-layer recipes on the float file."""
-    from objectives.policy import DistillPolicy, LayerPolicy, Policy
+    from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 
     policy = Policy({"conv1": LayerPolicy(bits=8, ptq_mode="static"),
                      "fc1": LayerPolicy(bits=4, ptq_mode="weight_only", sparsity=0.6),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives import tflite_file
-from objectives.compat import litert
-from objectives.policy import DistillPolicy, LayerPolicy, Policy
-from objectives.techniques.prune import holds_2_by_4
+from litesweep.objectives import tflite_file
+from litesweep.objectives.compat import litert
+from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
+from litesweep.objectives.techniques.prune import holds_2_by_4
 
 
 def _kernel_in_file(tflite: bytes, layer: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -62,10 +62,10 @@ def test_ideal_size_and_bitops_follow_the_policy(digits_bench) -> None:  # noqa:
 @pytest.fixture(scope="module")
 def wide_bench(tmp_path_factory):  # noqa: ANN001, ANN201
     """A wider CNN on the digits, so that latency differences are far above timer noise."""
-    from objectives.data import load_dataset
-    from objectives.measure import LatencyProtocol
-    from objectives.models import CnnSpec, train_or_load
-    from objectives.pipeline import FineTuneSettings, Workbench
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import LatencyProtocol
+    from litesweep.objectives.models import CnnSpec, train_or_load
+    from litesweep.objectives.pipeline import FineTuneSettings, Workbench
 
     data = load_dataset("digits", val_fraction=0.15, test_fraction=0.25)
     spec = CnnSpec(conv_filters=(64, 128), dense_units=(256,), max_epochs=3, patience=1)
@@ -101,7 +101,7 @@ def test_post_training_trial_records_what_the_file_holds(digits_bench) -> None: 
 
 
 def test_every_recipe_the_workbench_offers_is_accepted_by_the_quantizer(digits_bench) -> None:  # noqa: ANN001
-    from objectives.policy import parse_recipe
+    from litesweep.objectives.policy import parse_recipe
 
     support = digits_bench.ptq_recipes()
     assert set(support) == {"conv1", "fc1", "logits"}

@@ -17,7 +17,7 @@ from tests.conftest import QUICK_OVERRIDES
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Model files: good (digits-shaped), 28x28 input, 5 outputs, Lambda (.keras and .h5), subclassed, not a model."""
-    from objectives.compat import keras
+    from litesweep.objectives.compat import keras
 
     root = tmp_path_factory.mktemp("models")
 
@@ -161,8 +161,8 @@ def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path
     """A built-in layer no technique supports and a user's custom layer (imported by model.custom_objects)."""
     from mlflow.tracking import MlflowClient
 
-    from objectives.compat import keras
-    from search.app import run
+    from litesweep.objectives.compat import keras
+    from litesweep.search.app import run
     from tests.conftest import compose_quick
     from tests.search_tests.user_layers import Scale
 
@@ -188,7 +188,7 @@ def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     and models saved by Keras 3 (TensorFlow's default Keras), which TF-MOT cannot take."""
     import keras as keras3
 
-    from objectives.compat import keras
+    from litesweep.objectives.compat import keras
 
     class Offset(keras.layers.Layer):
         def build(self, input_shape) -> None:  # noqa: ANN001
@@ -227,8 +227,8 @@ LOAD_CASES = [
 
 @pytest.mark.parametrize(("case", "fmt", "custom", "message"), LOAD_CASES, ids=[c[0] for c in LOAD_CASES])
 def test_a_model_that_cannot_be_loaded_or_cloned_is_refused_naming_why(case, fmt, custom, message, unloadable_files) -> None:  # noqa: ANN001
-    from objectives.errors import ModelError
-    from objectives.models import load_model
+    from litesweep.objectives.errors import ModelError
+    from litesweep.objectives.models import load_model
 
     with pytest.raises(ModelError) as caught:
         load_model(unloadable_files[fmt], custom_objects=custom)

@@ -6,8 +6,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search import pareto
-from search.baselines import dominance
+from litesweep.search import pareto
+from litesweep.search.baselines import dominance
 
 DIRECTIONS = {"accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
 PRESET = {"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.50}
@@ -44,7 +44,7 @@ def test_non_dominated_keeps_trade_offs_and_drops_the_dominated() -> None:
     ({"accuracy": 0.9499, "size_bytes": 10_000, "latency_ms": 0.10}, False),  # less accurate
 ])
 def test_on_accuracy_and_size_equal_counts_and_latency_is_ignored(trial_metrics: dict, covered: bool) -> None:
-    from search.baselines import ACCURACY_AND_SIZE
+    from litesweep.search.baselines import ACCURACY_AND_SIZE
 
     trial = create_trial(state=TrialState.COMPLETE, values=[trial_metrics[k] for k in DIRECTIONS], params={"x": 0.1},
                          distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})

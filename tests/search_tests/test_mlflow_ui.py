@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from search.app import run
+from litesweep.search.app import run
 from tests.conftest import compose_quick
 from tests.servers import start_mlflow, stop
 

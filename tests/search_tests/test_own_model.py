@@ -16,8 +16,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.app import TAG_METRIC, run
-from search.study import METRIC_ATTR
+from litesweep.search.app import TAG_METRIC, run
+from litesweep.search.study import METRIC_ATTR
 from tests.conftest import compose_quick
 
 USER_METRIC = "tests.search_tests.user_metrics.macro_recall"
@@ -32,8 +32,8 @@ FORMATS = {
 @pytest.fixture(scope="module")
 def residual_model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (keras.Model, {format: path})
     """One small residual CNN trained briefly on the digits, saved in the three formats."""
-    from objectives.compat import keras
-    from objectives.data import load_dataset
+    from litesweep.objectives.compat import keras
+    from litesweep.objectives.data import load_dataset
 
     data = load_dataset("digits", name="digits", val_fraction=0.15, test_fraction=0.25, seed=0)
     keras.utils.set_random_seed(0)
@@ -76,8 +76,8 @@ def _score(fmt: str, labels: np.ndarray, outputs: np.ndarray, reference: np.ndar
 
 
 def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metrics(sweep, residual_model, tmp_path: Path) -> None:  # noqa: ANN001
-    from objectives.measure import predict
-    from objectives.metrics import kl_divergence
+    from litesweep.objectives.measure import predict
+    from litesweep.objectives.metrics import kl_divergence
 
     fmt, result = sweep
     model, data, _ = residual_model
@@ -113,7 +113,7 @@ def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metr
 
 @pytest.mark.parametrize("sweep", ["keras"], indirect=True)
 def test_resuming_a_study_with_another_metric_is_refused(sweep, residual_model) -> None:  # noqa: ANN001
-    from objectives.errors import ConfigError
+    from litesweep.objectives.errors import ConfigError
 
     _, result = sweep
     _, _, paths = residual_model

@@ -12,11 +12,11 @@ import numpy as np
 import optuna
 import pytest
 
-from objectives.data import load_dataset
-from objectives.measure import accuracy, predict
-from search import pareto
-from search.app import SweepResult, run
-from search.pick import NothingMeetsConstraints, pick
+from litesweep.objectives.data import load_dataset
+from litesweep.objectives.measure import accuracy, predict
+from litesweep.search import pareto
+from litesweep.search.app import SweepResult, run
+from litesweep.search.pick import NothingMeetsConstraints, pick
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 from tests.servers import start_mlflow, start_server, stop
 
@@ -120,7 +120,7 @@ def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_pat
 
 
 def test_apply_rebuilds_a_trial_within_tolerance(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
-    from search.apply import apply
+    from litesweep.search.apply import apply
 
     out, result = study_dir
     trial = _front(result)[0]
@@ -134,7 +134,7 @@ def test_apply_rebuilds_a_trial_within_tolerance(study_dir, tmp_path: Path) -> N
 
 
 def test_apply_of_a_post_training_policy_is_bit_identical(tmp_path: Path) -> None:
-    from search.apply import apply
+    from litesweep.search.apply import apply
 
     result = run(compose_quick(tmp_path, "space=ptq", "study.n_trials=2"))
     for trial in _front(result):

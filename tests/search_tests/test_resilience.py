@@ -16,9 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from objectives.errors import LitesweepError
-from search.app import SweepResult, run
-from search.study import injection_point
+from litesweep.objectives.errors import LitesweepError
+from litesweep.search.app import SweepResult, run
+from litesweep.search.study import injection_point
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 # A FAIL trial is FAILED in MLflow when it raised, KILLED when its worker died or was interrupted.

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from objectives.errors import ConfigError
-from objectives.policy import Policy
-from search.space import SearchSpace
+from litesweep.objectives.errors import ConfigError
+from litesweep.objectives.policy import Policy
+from litesweep.search.space import SearchSpace
 from tests.conftest import compose_quick
 
 LAYERS = ["conv1", "conv2", "fc1", "logits"]
@@ -102,7 +102,7 @@ def test_layers_pruning_cannot_reach_sample_no_sparsity_nor_width(tmp_path: Path
 
 
 def test_sensitivity_narrows_insensitive_low_sensitive_high_and_leaves_the_middle(tmp_path: Path) -> None:
-    from search.sensitivity import narrow
+    from litesweep.search.sensitivity import narrow
 
     space = SearchSpace.from_config(compose_quick(tmp_path, "space.sparsity.high=0.8").space, LAYERS)
     drops = {"conv1": 0.1, "conv2": 1.5, "fc1": 6.0, "logits": 3.0}
@@ -114,7 +114,7 @@ def test_sensitivity_narrows_insensitive_low_sensitive_high_and_leaves_the_middl
 
 
 def test_sensitivity_seed_compresses_insensitive_units_most_and_keeps_the_rest_at_eight_bits(tmp_path: Path) -> None:
-    from search.sensitivity import seed_params
+    from litesweep.search.sensitivity import seed_params
 
     space = SearchSpace.from_config(compose_quick(tmp_path).space, LAYERS)
     params = seed_params(space, {"conv1": 0.1, "conv2": 4.0, "fc1": 0.2, "logits": 9.0}, insensitive=0.5)

@@ -11,9 +11,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from objectives.metrics import METRIC_NAMES
-from search.app import SweepResult, run
-from search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+from litesweep.objectives.metrics import METRIC_NAMES
+from litesweep.search.app import SweepResult, run
+from litesweep.search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 N_TRIALS = 3
@@ -89,8 +89,8 @@ def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -
 
 
 def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path) -> None:  # noqa: ANN001
-    from objectives.data import load_dataset
-    from objectives.measure import accuracy
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import accuracy
 
     _, result = sweep
     client = _client(result)
@@ -140,7 +140,7 @@ def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFi
 
 def _audit(out: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from search.audit import main; main()", *QUICK_OVERRIDES, f"paths.output_dir={out}",
+        [sys.executable, "-c", "from litesweep.search.audit import main; main()", *QUICK_OVERRIDES, f"paths.output_dir={out}",
          "study.sampler=random", f"hydra.run.dir={out}/hydra", *overrides],
         capture_output=True, text=True, timeout=600,
     )

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from objectives.errors import ConfigError
-from search.app import SweepResult, run
+from litesweep.objectives.errors import ConfigError
+from litesweep.search.app import SweepResult, run
 from tests.conftest import compose_quick
 
 
@@ -37,8 +37,8 @@ def constrained(tmp_path_factory: pytest.TempPathFactory) -> SweepResult:
 
 
 def test_presets_are_logged_as_baseline_runs_and_remeasure(constrained: SweepResult, tmp_path: Path) -> None:
-    from objectives.data import load_dataset
-    from objectives.measure import accuracy
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import accuracy
 
     runs = {r.data.tags["litesweep.preset"]: r for r in _runs(constrained, "baseline")}
     assert set(runs) == {"float32", "float16", "dynamic_int8", "full_int8", "int16x8"}
@@ -156,8 +156,8 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
 
 def test_the_front_is_the_non_dominated_set_of_the_feasible_trials(tmp_path: Path) -> None:
     """Some trials meet the size cap and some do not: the front is recomputed here from the stored metrics."""
-    from search import pareto
-    from search.baselines import ACCURACY_AND_SIZE
+    from litesweep.search import pareto
+    from litesweep.search.baselines import ACCURACY_AND_SIZE
 
     cap = 12_000  # the tiny CNN is about 24 kB in float32 and about 9 kB all-int8: post-training mixes fall both sides
     result = run(compose_quick(tmp_path, "space=ptq", "study.n_trials=10", "study.sampler=random", "study.presets=true",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from objectives.compat import keras
+from litesweep.objectives.compat import keras
 
 
 @keras.saving.register_keras_serializable(package="user_layers")
