@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from litesweep.objectives.errors import ConfigError, LitesweepError
 from litesweep.objectives.policy import Policy
-from litesweep.search.app import build_workbench
+from litesweep.search.workbench import build_workbench
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
 from litesweep.search.study import TFLITE_SHA256_TAG

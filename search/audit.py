@@ -129,7 +129,7 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
 
 
 def _bench(cfg: DictConfig) -> Any:
-    from litesweep.search.app import build_workbench
+    from litesweep.search.workbench import build_workbench
 
     bench, _ = build_workbench(cfg)
     return bench
