@@ -30,6 +30,7 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from litesweep.search.app import run
+    from litesweep.search.ledger import search_all_runs, trial_runs_filter
     from litesweep.search.cli import compose_config
     from litesweep.search.config import register_configs
 
@@ -40,8 +41,7 @@ def main() -> None:
         sweep_start = time.perf_counter()
         result = run(cfg)
         wall = time.perf_counter() - sweep_start
-        runs = MlflowClient(result.tracking_uri).search_runs(
-            [result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'", max_results=1000)
+        runs = search_all_runs(MlflowClient(result.tracking_uri), result.experiment_id, trial_runs_filter(result.parent_run_id))
         per_trial = [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
         convert = [r.data.metrics.get("time_convert_s", 0.0) for r in runs]
     figures = {

@@ -34,6 +34,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from litesweep.search import baselines, pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
+from litesweep.search.ledger import TAG_PRESET, TFLITE_FILE, StudyView, TrialRecord, metrics_of, open_view  # noqa: E402
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
@@ -113,39 +115,46 @@ def litesweep(out: Path, overrides: Sequence[str], log_name: str, cpus: str | No
 # --- reading the stores ---------------------------------------------------------------------------
 
 
-def load_study(out: Path, name: str) -> Any:
-    """A study of the task's store (``None`` when that phase has not run)."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def load_view(out: Path, name: str) -> StudyView | None:
+    """A study of the task's stores, opened through the ledger (``None`` when that phase has not run)."""
+    from litesweep.objectives.errors import ConfigError
+    from litesweep.search.storage import load_existing_study
 
     journal = out / "store" / "mlruns" / "optuna.journal"
     if not journal.exists():
         return None
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    return optuna.load_study(study_name=name, storage=storage) if name in names else None
+    try:
+        study = load_existing_study(name, str(journal))
+    except ConfigError:
+        return None
+    return open_view(study, f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
+
+
+def load_study(out: Path, name: str) -> Any:
+    """A study of the task's store (``None`` when that phase has not run)."""
+    view = load_view(out, name)
+    return view.study if view is not None else None
 
 
 def parent_figures(out: Path, study_name: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The float32 reference metrics and the presets' metrics, from the study's MLflow parent run."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study_name)
-    parent = client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'study'")[0]
-    reference = {k.removeprefix("reference."): v for k, v in parent.data.metrics.items() if k.startswith("reference.")}
-    reference["base_model.epochs"] = parent.data.metrics.get("base_model.epochs", float("nan"))
-    presets = {r.data.tags["litesweep.preset"]: dict(r.data.metrics)
-               for r in client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'baseline'")}
-    return reference, presets
+    view = load_view(out, study_name)
+    assert view is not None
+    reference = view.reference()
+    reference["base_model.epochs"] = view.parent.data.metrics.get("base_model.epochs", float("nan"))
+    return reference, view.presets()
 
 
 def completed(study: Any) -> list[dict[str, float]]:
     """Metrics of every COMPLETE trial."""
     from optuna.trial import TrialState
 
-    return [t.user_attrs["metrics"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return [metrics_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def trial_timings(study: Any) -> list[dict[str, float]]:
+    """The per-phase timings of every trial that recorded them."""
+    return [r.timings for r in map(TrialRecord.of, study.trials) if r.timings]
 
 
 def normalized(metrics: dict[str, float], reference: dict[str, float]) -> tuple[float, float, float]:
@@ -180,7 +189,7 @@ def search_figures(out: Path, name: str) -> dict[str, Any] | None:
     best_preset = min(good_presets.items(), key=lambda kv: kv[1]["size_bytes"], default=(None, None))
     dominated = {p: any(pareto.dominates(m, v, OBJECTIVES) for m in trials) for p, v in presets.items()}
     on_size = {p: any(pareto.dominates_or_equals(m, v, baselines.ACCURACY_AND_SIZE) for m in trials) for p, v in presets.items()}
-    timings = [t.user_attrs.get("timings") for t in study.trials if t.user_attrs.get("timings")]
+    timings = trial_timings(study)
     pick = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms")
     figures: dict[str, Any] = {
         "study": name,
@@ -222,7 +231,7 @@ def _study_wall(study: Any) -> float:
 def _study_overhead(study: Any) -> float | None:
     """Share of the trial loop's wall time (first start to last end) outside fine-tuning, conversion and
     evaluation: per-trial overhead plus what happens between trials (report refreshes, front tags)."""
-    timings = [t.user_attrs["timings"] for t in study.trials if t.user_attrs.get("timings")]
+    timings = trial_timings(study)
     wall = _study_wall(study)
     work = sum(t.get(k, 0.0) for t in timings for k in ("finetune", "convert", "evaluate"))
     return round(1 - work / wall, 4) if wall else None
@@ -287,7 +296,7 @@ def throughput_figures(out: Path) -> dict[str, Any]:
         study = load_study(out, f"throughput-{method}")
         if study is None:
             continue
-        timings = [t.user_attrs["timings"] for t in study.trials if t.user_attrs.get("timings")]
+        timings = trial_timings(study)
         finished = len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")])
         loop_wall = _study_wall(study)
         figures[method] = {
@@ -310,21 +319,19 @@ def remeasure_latency(out: Path, name: str, fastest: int = 5, rounds: int = 3) -
     Trials and presets were timed minutes apart while the machine's load changed; here every file is
     timed in the same rounds (interleaved, same protocol), and the median over rounds is reported.
     """
-    study = load_study(out, name)
-    if study is None:
+    view = load_view(out, name)
+    if view is None:
         return None
-    from mlflow.tracking import MlflowClient
-
     from litesweep.objectives.measure import LatencyProtocol, latency_ms
 
-    client = MlflowClient(f"sqlite:///{out / 'store' / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name)
     files: dict[str, bytes] = {}
-    for run in client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'baseline'"):
-        files[f"preset {run.data.tags['litesweep.preset']}"] = Path(client.download_artifacts(run.info.run_id, "model.tflite")).read_bytes()
-    good = [t for t in study.trials if t.user_attrs.get("metrics") and t.user_attrs["metrics"]["accuracy_drop"] <= DROP_BUDGET]
-    for trial in sorted(good, key=lambda t: t.user_attrs["metrics"]["latency_ms"])[:fastest]:
-        files[f"trial {trial.number}"] = Path(client.download_artifacts(trial.user_attrs["mlflow_run_id"], "model.tflite")).read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset, run in {r.data.tags[TAG_PRESET]: r for r in reversed(view.preset_runs())}.items():
+            files[f"preset {preset}"] = Path(view.download(run.info.run_id, TFLITE_FILE, tmp)).read_bytes()
+        good = [r for r in view.records() if r.metrics and r.metrics["accuracy_drop"] <= DROP_BUDGET and r.run_id]
+        for record in sorted(good, key=lambda r: r.metrics["latency_ms"])[:fastest]:
+            assert record.run_id is not None
+            files[f"trial {record.number}"] = Path(view.download(record.run_id, TFLITE_FILE, tmp)).read_bytes()
     from litesweep.objectives.runtime import open_interpreter
 
     rng = np.random.default_rng(0)

@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     out_file = args.out or ROOT / "benchmarks" / "results" / ("workers.json" if args.backend == "journal" else "workers_postgres.json")
 
-    import optuna
+    from litesweep.search.storage import count_finished, load_existing_study
 
     from litesweep.search.app import run
     from litesweep.search.cli import compose_config
@@ -107,8 +107,7 @@ def main() -> None:
                 else:
                     wall = run_processes([*common, f"study.storage={storage}", f"tracking.uri={tracking}", f"study.name={name}",
                                           f"study.n_trials={args.trials}"], workers, Path(tmp) / name)
-                    study = optuna.load_study(study_name=name, storage=storage)
-                    finished = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
+                    finished = count_finished(load_existing_study(name, storage))
                 figures["runs"][f"{workers}_workers"] = {"wall_s": round(wall, 1), "finished": finished,
                                                          "trials_per_hour": round(finished / wall * 3600)}
                 print(f"{workers} worker(s): {finished} trials in {wall:.1f} s = {finished / wall * 3600:.0f} trials/hour", flush=True)

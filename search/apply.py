@@ -25,7 +25,7 @@ from litesweep.objectives.policy import Policy
 from litesweep.search.workbench import build_workbench
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
-from litesweep.search.study import TFLITE_SHA256_TAG
+from litesweep.search.ledger import POLICY_FILE, TFLITE_FILE, TAG_TFLITE_SHA256 as TFLITE_SHA256_TAG
 
 
 class NotReproduced(LitesweepError):
@@ -52,7 +52,7 @@ def apply(cfg: DictConfig) -> Applied:
         client = MlflowClient(cfg.tracking.uri)
         run = client.get_run(cfg.apply.run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            text = Path(client.download_artifacts(cfg.apply.run_id, "policy.json", tmp)).read_text()
+            text = Path(client.download_artifacts(cfg.apply.run_id, POLICY_FILE, tmp)).read_text()
         logged = {k: v for k, v in run.data.metrics.items() if "." not in k and not k.startswith("time_")}
         logged_sha = run.data.tags.get(TFLITE_SHA256_TAG)
     else:
@@ -70,8 +70,8 @@ def apply(cfg: DictConfig) -> Applied:
     out = Path(cfg.apply.output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".apply-", dir=out.parent))
-    (staging / "model.tflite").write_bytes(output.tflite)
-    (staging / "policy.json").write_text(policy.to_json())
+    (staging / TFLITE_FILE).write_bytes(output.tflite)
+    (staging / POLICY_FILE).write_text(policy.to_json())
     (staging / "comparison.json").write_text(json.dumps({"metrics": metrics, "logged": logged, "sha256": sha,
                                                          "logged_sha256": logged_sha, "identical": identical}, indent=2))
     if out.exists():

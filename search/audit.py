@@ -28,12 +28,21 @@ from omegaconf import DictConfig
 
 from litesweep.objectives.errors import ConfigError
 from litesweep.objectives.metrics import METRIC_NAMES
-from litesweep.search import pareto
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
-from litesweep.search.preflight import mask
-from litesweep.search.study import TFLITE_SHA256_TAG, make_storage
-from litesweep.search.tracking import ROLE_TRIAL, TAG_PARETO, TAG_ROLE, TAG_TRIAL, search_all_runs
+from litesweep.search.ledger import (
+    POLICY_FILE,
+    ROLE_TRIAL,
+    TAG_PARETO,
+    TAG_ROLE,
+    TAG_TFLITE_SHA256,
+    TAG_TRIAL,
+    TFLITE_FILE,
+    open_view,
+    run_id_of,
+    search_all_runs,
+)
+from litesweep.search.storage import load_existing_study
 
 #: MLflow run statuses each finished Optuna state may end in.
 RUN_STATUS = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, "RUNNING": {"RUNNING"}}
@@ -60,12 +69,8 @@ class AuditReport:
 def audit(cfg: DictConfig) -> AuditReport:
     """Run every check on the study ``cfg`` names and return the report (nothing is written)."""
     validate(cfg)
-    storage = make_storage(cfg.study.storage)
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if cfg.study.name not in names:
-        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {mask(cfg.study.storage)}; accepted: {sorted(names)}")
-    study = optuna.load_study(study_name=cfg.study.name, storage=storage)
-    client = MlflowClient(cfg.tracking.uri)
+    view = open_view(load_existing_study(cfg.study.name, cfg.study.storage), cfg.tracking.uri)
+    study, client = view.study, view.client
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         raise ConfigError(f"tracking.experiment = {cfg.tracking.experiment!r} is not in the MLflow store; accepted: the study's experiment")
@@ -76,7 +81,7 @@ def audit(cfg: DictConfig) -> AuditReport:
         by_number.setdefault(int(run.data.tags.get(TAG_TRIAL, -1)), []).append(run)
     for number in sorted(set(by_number) - {t.number for t in study.trials}):
         report.problems.append(f"run(s) {[r.info.run_id for r in by_number[number]]} name trial {number}, which the study does not have")
-    front = {t.number for t in pareto.front(study)}
+    front = {t.number for t in view.front()}
     bench = _bench(cfg) if cfg.audit.remeasure else None
     for trial in study.trials:
         _check_trial(trial, by_number.get(trial.number, []), front, client, bench, report)
@@ -93,8 +98,8 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
         problem(f"{where}: {len(runs)} MLflow runs, expected 1")
         return
     run = runs[0]
-    if trial.user_attrs.get(pareto.RUN_ID_ATTR) != run.info.run_id:
-        problem(f"{where}: Optuna names run {trial.user_attrs.get(pareto.RUN_ID_ATTR)}, MLflow has {run.info.run_id}")
+    if run_id_of(trial) != run.info.run_id:
+        problem(f"{where}: Optuna names run {run_id_of(trial)}, MLflow has {run.info.run_id}")
     if run.info.status not in RUN_STATUS[trial.state.name]:
         problem(f"{where}: MLflow run {run.info.run_id} is {run.info.status}, accepted: {sorted(RUN_STATUS[trial.state.name])}")
     if trial.state == optuna.trial.TrialState.RUNNING:
@@ -107,20 +112,20 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
         return
     with tempfile.TemporaryDirectory() as tmp:
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
-        missing = {"model.tflite", "policy.json"} - files
+        missing = {TFLITE_FILE, POLICY_FILE} - files
         if missing:
             problem(f"{where}: run {run.info.run_id} lacks {sorted(missing)}")
             return
-        tflite = Path(client.download_artifacts(run.info.run_id, "model.tflite", tmp)).read_bytes()
+        tflite = Path(client.download_artifacts(run.info.run_id, TFLITE_FILE, tmp)).read_bytes()
     report.files_checked += 1
     logged = run.data.metrics
     if set(METRIC_NAMES) - set(logged):
         problem(f"{where}: run {run.info.run_id} lacks metrics {sorted(set(METRIC_NAMES) - set(logged))}")
     if len(tflite) != logged.get("size_bytes"):
         problem(f"{where}: model.tflite is {len(tflite)} bytes, logged size_bytes = {logged.get('size_bytes')}")
-    sha = run.data.tags.get(TFLITE_SHA256_TAG)
+    sha = run.data.tags.get(TAG_TFLITE_SHA256)
     if sha is not None and hashlib.sha256(tflite).hexdigest() != sha:
-        problem(f"{where}: model.tflite's SHA-256 is not the logged {TFLITE_SHA256_TAG}")
+        problem(f"{where}: model.tflite's SHA-256 is not the logged {TAG_TFLITE_SHA256}")
     if bench is not None:
         accuracy = bench.measure(tflite).metrics.accuracy
         report.remeasured += 1

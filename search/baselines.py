@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from litesweep.search import pareto
+from litesweep.search.ledger import METRICS_ATTR, TAG_DELEGATE, TAG_PRESET, TFLITE_FILE
 from litesweep.search.tracking import Tracker
 
 #: The test issue 3 sets for presets: a front trial at least as accurate and no larger.
@@ -20,14 +21,14 @@ def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, 
 
     found: dict[str, dict[str, float]] = {}
     for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):
-        found.setdefault(r.data.tags.get("litesweep.preset"), dict(r.data.metrics))
+        found.setdefault(r.data.tags.get(TAG_PRESET), dict(r.data.metrics))
     for preset in PRESETS:
         if preset in found:
             continue
         tflite, measurement = bench.preset(preset)
         metrics = measurement.metrics.as_dict()
-        tracker.log_baseline(study_name, preset, metrics, {"litesweep.delegate": measurement.delegate},
-                             {"model.tflite": tflite})
+        tracker.log_baseline(study_name, preset, metrics, {TAG_DELEGATE: measurement.delegate},
+                             {TFLITE_FILE: tflite})
         found[preset] = metrics
     return {p: found[p] for p in PRESETS if p in found}
 
@@ -53,7 +54,7 @@ def dominance(
     for preset, metrics in presets.items():
         result[preset] = None
         for trial in front:
-            m = trial.user_attrs[pareto.METRICS_ATTR]
+            m = trial.user_attrs[METRICS_ATTR]
             if (pareto.dominates_or_equals if or_equal else pareto.dominates)(m, metrics, compared):
                 result[preset] = trial.number
                 break

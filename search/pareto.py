@@ -7,9 +7,7 @@ from collections.abc import Mapping, Sequence
 import optuna
 
 from litesweep.objectives.metrics import METRIC_NAMES
-
-RUN_ID_ATTR = "mlflow_run_id"
-METRICS_ATTR = "metrics"
+from litesweep.search.ledger import METRICS_ATTR, RUN_ID_ATTR
 TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms", "ideal_bytes")
 
 

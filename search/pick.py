@@ -22,11 +22,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from litesweep.objectives.errors import ConfigError, LitesweepError
-from litesweep.search import pareto
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
+from litesweep.search.ledger import POLICY_FILE, TAG_TFLITE_SHA256, TFLITE_FILE, metrics_of, open_view, run_id_of
 from litesweep.search.preflight import mask
-from litesweep.search.study import METRIC_ATTR, TFLITE_SHA256_TAG, make_storage
+from litesweep.search.storage import load_existing_study
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
           "max_size_bytes": ("size_bytes", "<="), "max_latency_ms": ("latency_ms", "<=")}
@@ -159,37 +159,29 @@ def pick(cfg: DictConfig) -> Pick:
         ConfigError: the study or its runs cannot be found.
     """
     validate(cfg)
-    storage = make_storage(cfg.study.storage) if ("://" in cfg.study.storage or Path(cfg.study.storage).exists()) else None
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)] if storage else []
-    if cfg.study.name not in names:
-        raise ConfigError(f"study.name = {cfg.study.name!r} is not in {mask(cfg.study.storage)}; accepted: {names}")
-    study = optuna.load_study(study_name=cfg.study.name, storage=storage)
-    directions = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
-    client = MlflowClient(cfg.tracking.uri)
-    parent_id = study.user_attrs["mlflow_parent_run_id"]
-    parent = client.get_run(parent_id)
-    reference = {k.split(".", 1)[1]: v for k, v in parent.data.metrics.items() if k.startswith("reference.")}
-    presets = {r.data.tags["litesweep.preset"]: dict(r.data.metrics) for r in client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`litesweep.role` = 'baseline'")}
+    view = open_view(load_existing_study(cfg.study.name, cfg.study.storage), cfg.tracking.uri)
+    study, client, directions = view.study, view.client, view.directions
+    reference, presets = view.reference(), view.presets()
 
     constraints = _constraints(cfg.pick)
-    front = pareto.front(study)
+    front = view.front()
     if cfg.pick.trial is not None:
         chosen_list = [t for t in front if t.number == cfg.pick.trial]
         if not chosen_list:
             raise ConfigError(f"pick.trial = {cfg.pick.trial} is not on the front; accepted: {[t.number for t in front]}")
         trial = chosen_list[0]
     else:
-        candidates = [t for t in front if violation(t.user_attrs[pareto.METRICS_ATTR], constraints) == 0]
+        candidates = [t for t in front if violation(metrics_of(t), constraints) == 0]
         if not candidates:
             pool = front or study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            closest = sorted(pool, key=lambda t: violation(t.user_attrs[pareto.METRICS_ATTR], constraints))[:3]
+            closest = sorted(pool, key=lambda t: violation(metrics_of(t), constraints))[:3]
             wanted = ", ".join(f"{metric} {op} {bound:g}" for metric, op, bound in constraints.values())
-            near = "; ".join(f"trial {t.number} ({_describe(t.user_attrs[pareto.METRICS_ATTR])})" for t in closest)
+            near = "; ".join(f"trial {t.number} ({_describe(metrics_of(t))})" for t in closest)
             raise NothingMeetsConstraints(f"no front trial meets {wanted}; closest: {near or 'none (no finished trial)'}")
-        trial = candidates[choose([t.user_attrs[pareto.METRICS_ATTR] for t in candidates], cfg.pick.prefer, directions)]
-    metrics = trial.user_attrs[pareto.METRICS_ATTR]
-    run_id = trial.user_attrs[pareto.RUN_ID_ATTR]
+        trial = candidates[choose([metrics_of(t) for t in candidates], cfg.pick.prefer, directions)]
+    metrics = metrics_of(trial)
+    run_id = run_id_of(trial)
+    assert run_id is not None  # a COMPLETE trial is always linked
 
     fitting = {n: m for n, m in presets.items() if violation(m, constraints) == 0}
     best_preset = None
@@ -201,21 +193,21 @@ def pick(cfg: DictConfig) -> Pick:
     output_dir = Path(cfg.pick.output_dir)
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        tflite_path = Path(client.download_artifacts(run_id, "model.tflite", tmp))
-        policy_path = Path(client.download_artifacts(run_id, "policy.json", tmp))
+        tflite_path = Path(client.download_artifacts(run_id, TFLITE_FILE, tmp))
+        policy_path = Path(client.download_artifacts(run_id, POLICY_FILE, tmp))
         tflite = tflite_path.read_bytes()
         sha256 = hashlib.sha256(tflite).hexdigest()
-        logged = run.data.tags.get(TFLITE_SHA256_TAG)
+        logged = run.data.tags.get(TAG_TFLITE_SHA256)
         if logged is not None and logged != sha256:
             raise LitesweepError(f"the model.tflite of run {run_id} has sha256 {sha256}, not the logged {logged}")
         policy = json.loads(policy_path.read_text())
         staging = Path(tempfile.mkdtemp(prefix=".pick-", dir=_ensure_parent(output_dir)))
-        shutil.copyfile(tflite_path, staging / "model.tflite")
-        shutil.copyfile(policy_path, staging / "policy.json")
+        shutil.copyfile(tflite_path, staging / TFLITE_FILE)
+        shutil.copyfile(policy_path, staging / POLICY_FILE)
         (staging / "metrics.json").write_text(json.dumps({"trial": trial.number, "run_id": run_id, "metrics": metrics,
                                                           "reference": reference, "sha256": sha256}, indent=2))
         (staging / "MODEL_CARD.md").write_text(model_card(study.study_name, trial, metrics, reference, best_preset, policy, cfg,
-                                                          cfg.tracking.uri, run_id, sha256, study.user_attrs.get(METRIC_ATTR, "accuracy")))
+                                                          cfg.tracking.uri, run_id, sha256, view.metric))
         # Swap the folder in whole: a reader never sees a half-written export.
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -223,7 +215,7 @@ def pick(cfg: DictConfig) -> Pick:
 
     version = None
     if cfg.pick.register:
-        version = register(client, cfg.tracking.uri, run_id, output_dir / "model.tflite", cfg.pick.register, cfg.pick.alias)
+        version = register(client, cfg.tracking.uri, run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias)
 
     print(f"Picked trial {trial.number} of study '{study.study_name}' (prefer {cfg.pick.prefer}"
           + (f", constraints {', '.join(f'{m} {o} {b:g}' for m, o, b in constraints.values())}" if constraints else "") + "):")

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from litesweep.search import pareto
+from litesweep.search.ledger import FEASIBLE_ATTR, METRICS_ATTR, POLICY_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
 LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", "latency_ms")
@@ -28,9 +29,9 @@ def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, str]]:
     front = {t.number for t in pareto.front(study)}
     points = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if pareto.METRICS_ATTR not in t.user_attrs:
+        if METRICS_ATTR not in t.user_attrs:
             continue
-        kind = "front" if t.number in front else ("feasible" if t.user_attrs.get("feasible", True) else "infeasible")
+        kind = "front" if t.number in front else ("feasible" if t.user_attrs.get(FEASIBLE_ATTR, True) else "infeasible")
         points.append((t, kind))
     return points
 
@@ -59,10 +60,10 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
         for kind in ("feasible", "infeasible", "front"):
             chosen = [t for t, k in points if k == kind]
             fig.add_trace(go.Scatter(
-                x=[t.user_attrs[pareto.METRICS_ATTR][x] for t in chosen], y=[t.user_attrs[pareto.METRICS_ATTR][y] for t in chosen],
+                x=[t.user_attrs[METRICS_ATTR][x] for t in chosen], y=[t.user_attrs[METRICS_ATTR][y] for t in chosen],
                 mode="markers", name=kind, legendgroup=kind, showlegend=col == 1,
                 marker={"color": COLOURS[kind], "size": 9 if kind == "front" else 6, "symbol": "x" if kind == "infeasible" else "circle"},
-                text=[f"trial {t.number}<br>run {t.user_attrs.get(pareto.RUN_ID_ATTR, '')}" for t in chosen],
+                text=[f"trial {t.number}<br>run {t.user_attrs.get(RUN_ID_ATTR, '')}" for t in chosen],
             ), row=1, col=col)
         fig.add_trace(go.Scatter(
             x=[m[x] for m in presets.values()], y=[m[y] for m in presets.values()], mode="markers+text",
@@ -96,10 +97,10 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
     points = _points(study)
     for ax, (x, y) in zip(axes[0], pairs):
         for kind, marker in (("feasible", "o"), ("infeasible", "x"), ("front", "o")):
-            chosen = [t.user_attrs[pareto.METRICS_ATTR] for t, k in points if k == kind]
+            chosen = [t.user_attrs[METRICS_ATTR] for t, k in points if k == kind]
             ax.scatter([m[x] for m in chosen], [m[y] for m in chosen], c=COLOURS[kind], marker=marker,
                        s=40 if kind == "front" else 16, label=kind, zorder=3 if kind == "front" else 2)
-        front = sorted((t.user_attrs[pareto.METRICS_ATTR] for t, k in points if k == "front"), key=lambda m: m[x])
+        front = sorted((t.user_attrs[METRICS_ATTR] for t, k in points if k == "front"), key=lambda m: m[x])
         ax.plot([m[x] for m in front], [m[y] for m in front], c=COLOURS["front"], lw=0.8, alpha=0.5)
         placed: list[tuple[float, float]] = []
         for name, m in presets.items():
@@ -134,7 +135,7 @@ def front_policies_png(study: optuna.Study) -> bytes | None:
 
     rows = []
     for t in pareto.front(study):
-        policy = t.user_attrs.get("policy")
+        policy = t.user_attrs.get(POLICY_ATTR)
         if policy:
             rows.append((t, policy["layers"]))
     if not rows:
@@ -169,13 +170,13 @@ def front_policies_png(study: optuna.Study) -> bytes | None:
 def trials_csv(study: optuna.Study) -> str:
     """Every trial: number, state, Optuna params, every metric, feasibility and its MLflow run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "params", "datetime_start", "datetime_complete"))
-    metrics = [t.user_attrs.get(pareto.METRICS_ATTR, {}) for t in study.trials]
+    metrics = [t.user_attrs.get(METRICS_ATTR, {}) for t in study.trials]
     names = sorted({k for m in metrics for k in m})
     for name in names:
         frame[name] = [m.get(name) for m in metrics]
-    frame["feasible"] = [t.user_attrs.get("feasible") for t in study.trials]
-    frame["policy"] = [json.dumps(t.user_attrs.get("policy")) if t.user_attrs.get("policy") else "" for t in study.trials]
-    frame["mlflow_run_id"] = [t.user_attrs.get(pareto.RUN_ID_ATTR, "") for t in study.trials]
+    frame["feasible"] = [t.user_attrs.get(FEASIBLE_ATTR) for t in study.trials]
+    frame["policy"] = [json.dumps(t.user_attrs.get(POLICY_ATTR)) if t.user_attrs.get(POLICY_ATTR) else "" for t in study.trials]
+    frame[RUN_ID_ATTR] = [t.user_attrs.get(RUN_ID_ATTR, "") for t in study.trials]
     return frame.to_csv(index=False)
 
 

@@ -18,11 +18,9 @@ import optuna
 
 from litesweep.objectives.policy import FLOAT_BITS, DistillPolicy, LayerPolicy, Policy, parse_recipe
 from litesweep.search import pareto
+from litesweep.search.ledger import SCREEN_ATTR
 from litesweep.search.space import SearchSpace
 from litesweep.search.tracking import Tracker
-
-STUDY_ATTR = "screen"
-
 
 def proxy_recipe(bits: int, supported: set[str]) -> str | None:
     """The post-training recipe that stands in for ``bits`` of quantization-aware training.
@@ -74,7 +72,7 @@ def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n
 
     Cached on the study: a resumed study reads the rows back.
     """
-    cached = study.user_attrs.get(STUDY_ATTR)
+    cached = study.user_attrs.get(SCREEN_ATTR)
     if cached is not None:
         return list(cached)
     supported = bench.ptq_recipes()
@@ -89,7 +87,7 @@ def screen(bench: Any, space: SearchSpace, study: optuna.Study, n_trials: int, n
     for row in rows:
         row["front"] = any(row is f for f in front)  # the cheap front of the candidates
         row["enqueued"] = id(row) in chosen
-    study.set_user_attr(STUDY_ATTR, rows)
+    study.set_user_attr(SCREEN_ATTR, rows)
     return rows
 
 

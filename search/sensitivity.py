@@ -14,11 +14,9 @@ from typing import Any
 import optuna
 
 from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy, parse_recipe
+from litesweep.search.ledger import SENSITIVITY_ATTR
 from litesweep.search.space import FloatRange, SearchSpace, UnitSpace
 from litesweep.search.tracking import Tracker
-
-STUDY_ATTR = "sensitivity"
-
 
 def degraded_policy(space: SearchSpace, unit_name: str) -> Policy:
     """Every layer float except ``unit_name``'s layers: lowest bit width and highest sparsity of the space."""
@@ -40,11 +38,11 @@ def _lowest(unit: UnitSpace, method: str) -> dict[str, Any]:
 
 def measure_sensitivity(bench: Any, space: SearchSpace, study: optuna.Study) -> dict[str, float]:
     """Accuracy drop (points) of each unit degraded alone; cached in the study."""
-    cached = study.user_attrs.get(STUDY_ATTR)
+    cached = study.user_attrs.get(SENSITIVITY_ATTR)
     if cached and set(cached) == {u.name for u in space.units}:
         return dict(cached)
     drops = {u.name: float(bench.run(degraded_policy(space, u.name)).metrics.accuracy_drop) for u in space.units}
-    study.set_user_attr(STUDY_ATTR, drops)
+    study.set_user_attr(SENSITIVITY_ATTR, drops)
     return drops
 
 

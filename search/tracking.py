@@ -17,17 +17,25 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from litesweep.search.ledger import (
+    ROLE_BASELINE,
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    TAG_NOTE,
+    TAG_PARENT_RUN,
+    TAG_PARETO,
+    TAG_PRESET,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TRACEBACK_FILE,
+    search_all_runs,
+    study_run_filter,
+    trial_runs_filter,
+)
 from litesweep.search.preflight import mask
-
-
-TAG_ROLE = "litesweep.role"
-TAG_STUDY = "litesweep.study_name"
-TAG_TRIAL = "litesweep.trial_number"
-TAG_PARETO = "litesweep.pareto"
-TAG_STATE = "litesweep.state"
-ROLE_STUDY, ROLE_TRIAL, ROLE_BASELINE = "study", "trial", "baseline"
 
 
 def quiet_run_urls(uri: str) -> None:
@@ -85,7 +93,7 @@ class Tracker:
         """
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
+            filter_string=study_run_filter(study_name),
             max_results=50,
         )
         if runs:
@@ -111,7 +119,7 @@ class Tracker:
         """Workers that started together may each create a parent run: all keep the oldest, drop their own."""
         parents = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'", max_results=50,
+            filter_string=study_run_filter(study_name), max_results=50,
         )
         oldest = min(parents, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if parents else mine
         if oldest != mine:
@@ -141,7 +149,7 @@ class Tracker:
         assert self.parent_run_id is not None
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial_number:04d}",
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_ROLE: ROLE_TRIAL, TAG_STUDY: study_name,
+            tags={TAG_PARENT_RUN: self.parent_run_id, TAG_ROLE: ROLE_TRIAL, TAG_STUDY: study_name,
                   TAG_TRIAL: str(trial_number), TAG_PARETO: "false", TAG_STATE: "RUNNING"},
         )
         self._pareto_state[run.info.run_id] = False
@@ -174,8 +182,8 @@ class Tracker:
                   metrics: Mapping[str, float] | None = None) -> None:
         """Mark the trial's Optuna ``state`` as a tag, log last ``metrics`` and end its run with MLflow ``status``."""
         if traceback_text is not None:  # an error message may quote a storage or tracking URI
-            _log_files(self.client, run_id, {"traceback.txt": mask(traceback_text)})
-        tags = [RunTag(TAG_STATE, state)] + ([RunTag("litesweep.note", mask(note)[:5000])] if note else [])
+            _log_files(self.client, run_id, {TRACEBACK_FILE: mask(traceback_text)})
+        tags = [RunTag(TAG_STATE, state)] + ([RunTag(TAG_NOTE, mask(note)[:5000])] if note else [])
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, tags=tags, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
         self.client.set_terminated(run_id, status=status)
@@ -186,8 +194,8 @@ class Tracker:
         assert self.parent_run_id is not None
         run = self.client.create_run(
             self.experiment_id, run_name=f"preset-{preset}",
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_ROLE: ROLE_BASELINE, TAG_STUDY: study_name,
-                  "litesweep.preset": preset, **{t.key: t.value for t in _tags(tags)}},
+            tags={TAG_PARENT_RUN: self.parent_run_id, TAG_ROLE: ROLE_BASELINE, TAG_STUDY: study_name,
+                  TAG_PRESET: preset, **{t.key: t.value for t in _tags(tags)}},
         )
         run_id = run.info.run_id
         self.log_trial(run_id, params={"preset": preset}, metrics=metrics, tags={}, files=files)
@@ -199,7 +207,7 @@ class Tracker:
         assert self.parent_run_id is not None
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_BASELINE}'",
+            filter_string=trial_runs_filter(self.parent_run_id, ROLE_BASELINE),
             max_results=100,
         )
 
@@ -233,18 +241,7 @@ class Tracker:
         assert self.parent_run_id is not None
         wanted = f" and attributes.status = '{status}'" if status else ""
         return search_all_runs(self.client, self.experiment_id,
-                               f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'{wanted}")
-
-
-def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[mlflow.entities.Run]:
-    """Every run of an experiment matching ``filter_string``, all pages read."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+                               trial_runs_filter(self.parent_run_id) + wanted)
 
 
 # Params, tags and text files may quote a storage or tracking URI from the config: every one is masked here.

@@ -16,8 +16,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from litesweep.search.app import TAG_METRIC, run
-from litesweep.search.study import METRIC_ATTR
+from litesweep.search.app import run
+from litesweep.search.ledger import TAG_METRIC
+from litesweep.search.ledger import METRIC_ATTR
 from tests.conftest import compose_quick
 
 USER_METRIC = "tests.search_tests.user_metrics.macro_recall"

@@ -15,7 +15,8 @@ import pytest
 from litesweep.objectives.data import load_dataset
 from litesweep.objectives.measure import accuracy, predict
 from litesweep.search import pareto
-from litesweep.search.app import SweepResult, run
+from litesweep.search.app import run
+from litesweep.search.sweep import SweepResult
 from litesweep.search.pick import NothingMeetsConstraints, pick
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 from tests.servers import start_mlflow, start_server, stop

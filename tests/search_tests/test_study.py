@@ -11,7 +11,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from litesweep.search.study import ORPHAN_GRACE_S, WORKER_ATTR, _abandoned, worker_id
+from litesweep.search.ledger import WORKER_ATTR
+from litesweep.search.recovery import ORPHAN_GRACE_S, _abandoned, worker_id
 
 
 def _trial(state: TrialState, worker: str, ended_s_ago: float):  # noqa: ANN202
@@ -53,7 +54,7 @@ def _killed_after(step: str, tmp_path: Path):  # noqa: ANN202 - (study, tracker)
     """A real journal study and MLflow store holding one trial whose worker died right after ``step``."""
     import optuna
 
-    from litesweep.search.study import open_study
+    from litesweep.search.storage import open_study
     from litesweep.search.tracking import Tracker
 
     study = open_study("killed", str(tmp_path / "optuna.journal"), "random", 0, {"accuracy": "maximize"})
@@ -84,8 +85,8 @@ def _runs_by_trial(tracker) -> dict[int, list]:  # noqa: ANN001
 @pytest.mark.parametrize("step", STEPS)
 def test_a_worker_killed_after_any_step_leaves_one_closed_run_per_trial(step: str, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from litesweep.search import study as study_module
-    from litesweep.search.study import recover_stale_trials
+    from litesweep.search import recovery as study_module
+    from litesweep.search.recovery import recover_stale_trials
 
     study, tracker = _killed_after(step, tmp_path)
     if step == "ask":
@@ -111,7 +112,7 @@ def test_a_worker_killed_after_any_step_leaves_one_closed_run_per_trial(step: st
 
 
 def test_a_live_workers_trial_is_never_recovered(tmp_path: Path) -> None:
-    from litesweep.search.study import recover_stale_trials
+    from litesweep.search.recovery import recover_stale_trials
 
     study, tracker = _killed_after("run", tmp_path)
     study._storage.set_trial_user_attr(study.trials[0]._trial_id, WORKER_ATTR, worker_id())  # this process: alive
@@ -124,7 +125,8 @@ def test_a_worker_on_another_machine_is_found_dead_by_its_heartbeat(tmp_path: Pa
     """Its pid means nothing here: only the trial's heartbeat, older than the grace period, tells."""
     import time
 
-    from litesweep.search.study import open_study, recover_stale_trials
+    from litesweep.search.recovery import recover_stale_trials
+    from litesweep.search.storage import open_study
     from litesweep.search.tracking import Tracker
 
     study = open_study("remote", f"sqlite:///{tmp_path}/optuna.db", "random", 0, {"accuracy": "maximize"},

@@ -12,8 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from litesweep.objectives.metrics import METRIC_NAMES
-from litesweep.search.app import SweepResult, run
-from litesweep.search.tracking import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+from litesweep.search.app import run
+from litesweep.search.sweep import SweepResult
+from litesweep.search.ledger import TAG_PARETO, TAG_ROLE, TAG_TRIAL
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 N_TRIALS = 3

@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from litesweep.objectives.errors import ConfigError
-from litesweep.search.app import SweepResult, run
+from litesweep.search.app import run
+from litesweep.search.sweep import SweepResult
 from tests.conftest import compose_quick
 
 

@@ -1,0 +1,302 @@
+"""A sweep: the workbench and search space built once per process, the study and its parent run opened,
+the first passes (presets, sensitivity, screen), then one trial loop for one worker or many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.search import baselines, pareto, report, screen, sensitivity
+from litesweep.search.ledger import (
+    METRIC_ATTR,
+    PARENT_RUN_ATTR,
+    REFERENCE_METRIC_PREFIX,
+    TAG_BASE_MODEL,
+    TAG_METRIC,
+    TAG_SEED,
+    TAG_STORAGE,
+    TAG_UNSUPPORTED_LAYERS,
+    TAG_VERSION_PREFIX,
+)
+from litesweep.search.preflight import mask
+from litesweep.search.recovery import recover_stale_trials
+from litesweep.search.runner import TrialRunner
+from litesweep.search.space import SearchSpace, match_groups
+from litesweep.search.storage import count_finished, open_study
+from litesweep.search.tracking import Tracker, dumps
+from litesweep.search.workbench import build_workbench
+
+log = logging.getLogger("litesweep")
+VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
+MIN_TRIALS_FOR_FAILURE_RATE = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What a sweep produced: enough for tests and scripts to find everything in the stores."""
+
+    study_name: str
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    n_finished: int
+    front_trial_numbers: list[int]
+    reference: dict[str, float]
+    presets: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    presets_dominated: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    #: preset -> a front trial at least as accurate and at most as large (issue 3's test), or None
+    presets_dominated_on_size: dict[str, int | None] = dataclasses.field(default_factory=dict)
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_objective_metric(study: optuna.Study, metric: str) -> None:
+    """Record the study's objective metric, or refuse to mix another one into it.
+
+    Raises:
+        ConfigError: the study was scored with a different ``objective.metric``.
+    """
+    recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if count_finished(study) else None)  # older studies: top-1
+    if recorded is None:
+        study.set_user_attr(METRIC_ATTR, metric)
+    elif recorded != metric:
+        raise ConfigError(f"study '{study.study_name}' is scored with objective.metric = '{recorded}', not '{metric}'; "
+                          "accepted: the same objective.metric, or another study.name")
+
+
+class Sweep:
+    """One process's share of a study: built once, then ``run`` (the main process) or ``work`` (a worker)."""
+
+    def __init__(self, cfg: DictConfig, seed_offset: int = 0, check_layers: bool = False) -> None:
+        self.cfg = cfg
+        self.directions = dict(zip(cfg.study.objectives, cfg.study.directions))
+        self.constraints = dict(cfg.study.constraints or {})
+        # TensorFlow is imported only now, after every cheap check has passed.
+        check = (lambda names: match_groups(cfg.space.groups or {}, names)) if check_layers else None
+        self.bench, self.training = build_workbench(cfg, check_layers=check)
+        self.space = self._space()
+        s = cfg.study
+        self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
+                                s.heartbeat_interval_s, s.heartbeat_grace_s)
+        self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+        self.presets: dict[str, dict[str, float]] = {}
+        self.front: list[optuna.trial.FrozenTrial] = []
+
+    def _space(self) -> SearchSpace:
+        bench, cfg = self.bench, self.cfg
+        return SearchSpace.from_config(
+            cfg.space, [info.name for info in bench.layers],
+            no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4],
+            full_width=[bench.output_layer, *(i.name for i in bench.layers if "width" not in i.techniques)],
+            unprunable=[i.name for i in bench.layers if "prune" not in i.techniques],
+            ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
+        )
+
+    @property
+    def reference(self) -> dict[str, float]:
+        """The float32 model's metrics."""
+        return dict(self.bench.reference.measurement.metrics.as_dict())
+
+    def open_parent_run(self) -> tuple[str, bool]:
+        """Create or reopen the study's parent run with its config, versions, reference and files."""
+        cfg, bench, training = self.cfg, self.bench, self.training
+        check_objective_metric(self.study, bench.scorer.name)
+        versions = {f"{TAG_VERSION_PREFIX}{p}": importlib.metadata.version(p) for p in VERSIONED}
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(resolved, dict)
+        parent_id, resumed = self.tracker.open_study_run(
+            self.study.study_name, params={k: mask(str(v)) for k, v in _flatten(resolved).items()},
+            tags={**versions, TAG_SEED: str(cfg.study.seed), TAG_STORAGE: mask(str(cfg.study.storage)),
+                  TAG_BASE_MODEL: training["cache_key"], TAG_METRIC: bench.scorer.name,
+                  TAG_UNSUPPORTED_LAYERS: ",".join(training.get("unsupported_layers", [])) or "none"},
+        )
+        self.study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+        self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}
+                                       | {"base_model.epochs": training["epochs"]})
+        self.tracker.log_study_files({
+            "config.yaml": mask(OmegaConf.to_yaml(cfg, resolve=True)),
+            "search_space.json": dumps(self.space.to_dict()),
+            "reference.json": dumps({"metrics": self.reference, "delegate": bench.reference.measurement.delegate,
+                                     "training": training}),
+            "model_float32.tflite": bench.reference.tflite,
+        })
+        return parent_id, resumed
+
+    def first_passes(self) -> None:
+        """Presets, then the optional sensitivity pass and post-training screen (each cached on the study)."""
+        cfg, study, tracker = self.cfg, self.study, self.tracker
+        self.presets = baselines.measure_presets(self.bench, tracker, study.study_name) if cfg.study.presets else {}
+        if cfg.sensitivity.enabled:
+            drops = sensitivity.measure_sensitivity(self.bench, self.space, study)
+            sensitivity.log_report(tracker, drops)
+            log.info("sensitivity (accuracy drop, points): %s", {k: round(v, 2) for k, v in drops.items()})
+            if cfg.sensitivity.use == "narrow":
+                self.space = sensitivity.narrow(self.space, drops, cfg.sensitivity.insensitive_drop, cfg.sensitivity.sensitive_drop)
+                tracker.log_study_files({"search_space_narrowed.json": dumps(self.space.to_dict())})
+            elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
+                study.enqueue_trial(sensitivity.seed_params(self.space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
+        if cfg.screen.enabled:
+            fresh = not study.trials
+            rows = screen.screen(self.bench, self.space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed,
+                                 self.directions, cfg.screen.max_drop)
+            screen.log_report(tracker, rows)
+            if fresh:
+                log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))
+
+    def runner(self) -> TrialRunner:
+        """The trial runner of this process."""
+        s = self.cfg.study
+        return TrialRunner(self.study, self.space, self.bench, self.tracker, self.directions, self.constraints,
+                           s.inject_failures, tuple(s.inject_at))
+
+    def loop(self, on_trial_end: Callable[[TrialState, int], None]) -> None:
+        """This process's trials, until the study holds ``study.n_trials`` finished ones."""
+        s = self.cfg.study
+        run_trials(self.runner(), s.n_trials, s.max_consecutive_failures, s.max_failure_rate, on_trial_end, timeout_s=s.timeout_s)
+
+    def update_front(self) -> list[optuna.trial.FrozenTrial]:
+        """The current front, with the ``litesweep.pareto`` tags made to match it."""
+        front = pareto.front(self.study)
+        self.tracker.reload_pareto_state()  # other litesweep processes on this study may have changed the tags
+        self.tracker.update_pareto(pareto.front_run_ids(front))
+        return front
+
+    def refresh_report(self) -> None:
+        """The study report on the parent run."""
+        self.tracker.log_study_files(report.build(self.study, self.directions, self.presets, self.reference))
+
+    def finish(self) -> SweepResult:
+        """Final front, report and summary metrics on the parent run."""
+        self.front = front = self.update_front()
+        self.refresh_report()
+        dominated = baselines.dominance(self.presets, front, self.directions)
+        on_size = baselines.dominance(self.presets, front, baselines.ACCURACY_AND_SIZE, or_equal=True)
+        self.tracker.log_study_metrics({"n_finished": count_finished(self.study), "front_size": len(front),
+                                        "presets_dominated": sum(v is not None for v in dominated.values()),
+                                        "presets_dominated_on_size": sum(v is not None for v in on_size.values())})
+        assert self.tracker.parent_run_id is not None
+        return SweepResult(
+            study_name=self.study.study_name, storage=str(self.cfg.study.storage), tracking_uri=self.cfg.tracking.uri,
+            experiment_id=self.tracker.experiment_id, parent_run_id=self.tracker.parent_run_id,
+            n_finished=count_finished(self.study), front_trial_numbers=[t.number for t in front], reference=self.reference,
+            presets=self.presets, presets_dominated=dominated, presets_dominated_on_size=on_size,
+        )
+
+
+def run_trials(
+    runner: TrialRunner,
+    n_trials: int,
+    max_consecutive_failures: int,
+    max_failure_rate: float,
+    on_trial_end: Callable[[TrialState, int], None],
+    timeout_s: float | None = None,
+) -> None:
+    """Run trials until the study holds ``n_trials`` finished ones (counting every worker's).
+
+    A trial is only started while finished plus running trials are fewer than ``n_trials``, so
+    several workers on one study do not overshoot it. With ``timeout_s``, no trial starts after that
+    many seconds of this call (a running trial is finished, never cut).
+
+    Raises:
+        LitesweepError: ``max_consecutive_failures`` trials failed in a row, or more than
+            ``max_failure_rate`` of this run's trials failed (after at least 5).
+    """
+    consecutive = failed = ran = 0
+    study = runner.study
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        done = count_finished(study)
+        if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
+            return
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if done + running >= n_trials and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # Other workers are finishing the last trials; if one dies, its trial is failed and retried.
+            recover_stale_trials(study, runner.tracker)
+            time.sleep(1.0)
+            continue
+        recover_stale_trials(study, runner.tracker)  # a worker that died on any machine: its trial is retried
+        state = runner()
+        ran += 1
+        consecutive = consecutive + 1 if state == TrialState.FAIL else 0
+        failed += state == TrialState.FAIL
+        on_trial_end(state, count_finished(study))
+        if consecutive >= max_consecutive_failures:
+            raise LitesweepError(
+                f"{consecutive} trials failed in a row (study.max_consecutive_failures = {max_consecutive_failures}); "
+                "see traceback.txt on the FAILED trial runs"
+            )
+        if ran >= MIN_TRIALS_FOR_FAILURE_RATE and failed / ran > max_failure_rate:
+            raise LitesweepError(
+                f"{failed} of {ran} trials failed ({failed / ran:.0%}), above study.max_failure_rate = {max_failure_rate:.0%}; "
+                "see traceback.txt on the FAILED trial runs"
+            )
+
+
+def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None:
+    """Run ``study.n_workers`` worker processes on the study, each with its share of the cores.
+
+    Workers load the already-trained base model from the cache and join the study's parent run.
+
+    Raises:
+        LitesweepError: a worker ended with an error.
+    """
+    workers = int(cfg.study.n_workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, not the host's
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
+    container = OmegaConf.to_container(cfg, resolve=True)
+    processes = [context.Process(target=_worker, args=(container, space, parent_run_id, threads), name=f"litesweep-worker-{i}")
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    bad = [p.name for p in processes if p.exitcode != 0]
+    if bad:
+        raise LitesweepError(f"worker(s) {bad} ended with an error; the study keeps every finished trial")
+
+
+def _worker(container: dict[str, Any], space: SearchSpace, parent_run_id: str, threads: int) -> None:
+    """One worker process: the same trial loop as a single-process sweep."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from litesweep.objectives.compat import limit_threads
+    from litesweep.search.cli import MaskingStream, mask_logging
+
+    limit_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
+    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)  # type: ignore[assignment]
+    mask_logging()
+    cfg = OmegaConf.create(container)
+    sweep = Sweep(cfg, seed_offset=os.getpid())
+    sweep.tracker.attach(parent_run_id)
+    sweep.space = space  # as the parent left it (narrowed by the sensitivity pass, say)
+    name = multiprocessing.current_process().name
+
+    def on_trial_end(state: TrialState, finished: int) -> None:
+        sweep.update_front()
+        log.warning("%s: trial %s, %d/%d finished", name, state.name, finished, cfg.study.n_trials)
+
+    sweep.loop(on_trial_end)
