@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser postgres fashion-mnist sweep test bench ui dashboard clean
+.PHONY: install services browser postgres fashion-mnist sweep lint test bench ui dashboard clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -21,21 +21,19 @@ install: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/litesweep $(ARGS)
 
-## Debian's Chromium and ChromeDriver, for the MLflow UI browser test (installed when missing; needs root)
-browser:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+## Debian's Chromium, ChromeDriver and PostgreSQL server, for the browser and distributed-study tests
+## (installed when missing, with one apt-get update; needs root, else those tests are skipped)
+services:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || missing="chromium chromium-driver"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "make: chromium/chromium-driver missing and not root: the browser test will be skipped" >&2; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "make: $$missing missing and not root: the browser/distributed tests will be skipped" >&2; fi; \
 	fi
 
-## Debian's PostgreSQL server binaries, for the distributed-study test (installed when missing; needs root)
-postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else echo "make: postgresql missing and not root: the distributed test will be skipped" >&2; fi; \
-	fi
+browser postgres: services
 
 ## Debian's Fashion-MNIST (original IDX files in /usr/share/datasets/fashion-mnist), for the benchmark
 fashion-mnist:
@@ -56,9 +54,27 @@ else
 	$(BIN)/python benchmarks/run.py --task default --phases compare throughput --space default --trials 40 --seeds 3
 endif
 
-## Quick test tier (about 10 minutes on 2 cores): two pytest workers, one test file each at a time (module fixtures stay whole)
-test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
+## ruff check (rules in pyproject.toml), then mypy: strict on search/ and objectives/, looser on tests/.
+## mypy cannot follow the editable install's import hook, so it reads litesweep.search and
+## litesweep.objectives through symlinks to the repo folders in $(VENV)/typecheck/litesweep/.
+## Both run; the target fails if either does.
+lint: $(STAMP)
+	@mkdir -p $(VENV)/typecheck/litesweep
+	@ln -sfn $(CURDIR)/search $(VENV)/typecheck/litesweep/search
+	@ln -sfn $(CURDIR)/objectives $(VENV)/typecheck/litesweep/objectives
+	@status=0; \
+	echo "$(BIN)/ruff check ."; $(BIN)/ruff check . || status=1; \
+	echo "$(BIN)/mypy -p litesweep -p tests"; $(BIN)/mypy -p litesweep -p tests || status=1; \
+	exit $$status
+
+## Every test (about 12 minutes on 2 cores: two pytest workers, one test file each at a time, so module
+## fixtures stay whole), with make lint running beside them; its output is printed when it ends, and a
+## lint failure fails make test.
+test: $(STAMP)
+	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	$(MAKE) --no-print-directory services && $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); status=$$?; \
+	wait $$lint; lint_status=$$?; echo "--- make lint"; cat $(VENV)/lint.log; \
+	if [ $$lint_status != 0 ]; then echo "make test: lint failed" >&2; exit 1; fi; exit $$status
 
 ## Browse the default store in the MLflow UI on http://127.0.0.1:5000
 ui: $(STAMP)
@@ -69,4 +85,4 @@ dashboard: $(STAMP)
 	$(BIN)/optuna-dashboard mlruns/optuna.journal --host 127.0.0.1 --port 8080
 
 clean:
-	rm -rf $(VENV) .cache outputs
+	rm -rf $(VENV) .cache outputs .mypy_cache .ruff_cache

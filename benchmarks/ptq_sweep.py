@@ -30,9 +30,9 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from litesweep.search.app import run
-    from litesweep.search.ledger import search_all_runs, trial_runs_filter
     from litesweep.search.cli import compose_config
     from litesweep.search.config import register_configs
+    from litesweep.search.ledger import search_all_runs, trial_runs_filter
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +45,7 @@ def main() -> None:
         per_trial = [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
         convert = [r.data.metrics.get("time_convert_s", 0.0) for r in runs]
     figures = {
-        "command": "python benchmarks/ptq_sweep.py --trials %d" % args.trials,
+        "command": f"python benchmarks/ptq_sweep.py --trials {args.trials:d}",
         "trials": result.n_finished,
         "sweep_wall_s": round(wall, 1),
         "total_wall_s_including_imports": round(time.perf_counter() - started, 1),

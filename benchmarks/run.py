@@ -45,8 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from litesweep.search import baselines, pareto  # noqa: E402  (after the path: the benchmark runs from a checkout)
-from litesweep.search.ledger import TAG_PRESET, TFLITE_FILE, StudyView, TrialRecord, metrics_of, open_view  # noqa: E402
+from litesweep.search import baselines, pareto  # noqa: E402 - after the path: the benchmark runs from a checkout
+from litesweep.search.ledger import TAG_PRESET, TFLITE_FILE, StudyView, TrialRecord, metrics_of, open_view  # noqa: E402 - ditto
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
@@ -167,7 +167,7 @@ def hypervolume(points: list[dict[str, float]], reference: dict[str, float], ref
     """Hypervolume of ``points`` (normalized) inside the box up to ``ref_point``, as a share of that box."""
     from optuna._hypervolume import compute_hypervolume
 
-    inside = [p for p in (normalized(m, reference) for m in points) if all(v < r for v, r in zip(p, ref_point))]
+    inside = [p for p in (normalized(m, reference) for m in points) if all(v < r for v, r in zip(p, ref_point, strict=True))]
     if not inside:
         return 0.0
     return float(compute_hypervolume(np.asarray(inside), np.asarray(ref_point, dtype=float))) / float(np.prod(ref_point))
@@ -449,7 +449,8 @@ def render(report: dict[str, Any]) -> str:
         ref = c["reference_point"]
         lines += ["## Default sampler (TPE) vs RandomSampler, same space and trial budget", "",
                   f"Normalized hypervolume: objectives accuracy drop / 5 points, size / float32 size, latency / float32 latency; "
-                  f"reference point ({ref['accuracy_drop_points']} points, {ref['size_x_float32']}x size, {ref['latency_x_float32']}x latency); "
+                  f"reference point ({ref['accuracy_drop_points']} points, {ref['size_x_float32']}x size, "
+                  f"{ref['latency_x_float32']}x latency); "
                   "value = dominated share of that box.", "",
                   "| arm | per seed | mean | ratio to random | complete trials | loose ref: per seed | loose ratio |",
                   "|---|---|---|---|---|---|---|"]

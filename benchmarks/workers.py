@@ -82,11 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     out_file = args.out or ROOT / "benchmarks" / "results" / ("workers.json" if args.backend == "journal" else "workers_postgres.json")
 
-    from litesweep.search.storage import count_finished, load_existing_study
-
     from litesweep.search.app import run
     from litesweep.search.cli import compose_config
     from litesweep.search.config import register_configs
+    from litesweep.search.storage import count_finished, load_existing_study
 
     register_configs()
     figures: dict = {"command": " ".join(["python", "benchmarks/workers.py", *sys.argv[1:]]), "backend": args.backend,

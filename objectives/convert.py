@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from litesweep.objectives.compat import keras, tf
 
-
 #: The sparsity pass of TF 2.21's converter aborts the whole process (SIGTRAP, "ElementsAttr does not
 #: provide iteration facilities for type `signed char`") on INT4 tensors, so sparse encoding is only
 #: requested when no layer has 4 bits or fewer. Pruned 4-bit layers still shrink in gzip bytes.

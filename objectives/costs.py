@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from litesweep.objectives.compat import keras
+
 import numpy as np
 
-from litesweep.objectives.compat import keras
 from litesweep.objectives.policy import FLOAT_BITS, LayerPolicy
 
 

@@ -14,6 +14,7 @@ and every setting that changes the number, so re-measuring a front on a phone co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -247,10 +248,8 @@ def _placeholders(template: str) -> list[str]:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     # wait(), not communicate(): a process that left the group may still hold the pipes open.
     proc.wait()
 

@@ -1,8 +1,9 @@
 """Measure a ``.tflite`` with the LiteRT interpreter: accuracy, sizes, latency.
 
-The latency protocol lives here and only here (``LatencyProtocol``), so every trial, preset and
-re-measurement is timed the same way. ``objectives.runtime`` runs the interpreter (default delegate,
-built-in fallback) and reports which delegate ran.
+The latency protocol (``LatencyProtocol``, defined with the other settings in ``objectives.settings``)
+is applied here and only here, so every trial, preset and re-measurement is timed the same way.
+``objectives.runtime`` runs the interpreter (default delegate, built-in fallback) and reports which
+delegate ran.
 """
 
 from __future__ import annotations
@@ -15,22 +16,9 @@ import numpy as np
 
 from litesweep.objectives.metrics import ACCURACY, METRIC_NAMES, Metrics, Scorer, kl_divergence
 from litesweep.objectives.runtime import open_interpreter, predict, to_input
+from litesweep.objectives.settings import LatencyProtocol
 
 __all__ = ["METRIC_NAMES", "LatencyProtocol", "Measurement", "Metrics", "accuracy", "latency_ms", "measure", "predict"]
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyProtocol:
-    """How latency is measured: single-sample invocations on one thread, median after warm-up.
-
-    ``min_runs`` invocations are always made; more are made until ``max_runs`` or ``max_seconds``.
-    """
-
-    threads: int = 1
-    warmup: int = 10
-    min_runs: int = 50
-    max_runs: int = 500
-    max_seconds: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

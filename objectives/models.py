@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -13,37 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from litesweep.objectives.compat import keras, tf
+
 from litesweep.objectives.data import Dataset
-from litesweep.objectives.errors import ConfigError, ModelError
+from litesweep.objectives.errors import ModelError
+from litesweep.objectives.settings import CnnSpec
 
-
-@dataclasses.dataclass(frozen=True)
-class CnnSpec:
-    """A small CNN ending in logits (no softmax: distillation needs logits).
-
-    Plain: Conv-Pool blocks, Flatten, Dense layers. ``separable`` (MobileNet-style): a Conv stem, then
-    depthwise 3x3 + pointwise 1x1 blocks that halve the resolution, global average pooling, Dense layers.
-    """
-
-    conv_filters: Sequence[int] = (16, 32)
-    kernel_size: int = 3
-    dense_units: Sequence[int] = (64,)
-    max_epochs: int = 30
-    patience: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    separable: bool = False
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` on a non-positive size."""
-        for what, values in (("model.conv_filters", self.conv_filters), ("model.dense_units", self.dense_units)):
-            if any(int(v) <= 0 for v in values):
-                raise ConfigError(f"{what} = {list(values)} is not accepted; accepted: a list of positive integers")
-        for what, value in (("model.kernel_size", self.kernel_size), ("model.max_epochs", self.max_epochs),
-                            ("model.batch_size", self.batch_size)):
-            if int(value) <= 0:
-                raise ConfigError(f"{what} = {value!r} is not accepted; accepted: a positive integer")
+__all__ = ["CnnSpec", "build_cnn", "fresh_copy", "import_custom_objects", "load_model", "train_or_load"]
 
 
 def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -67,7 +43,7 @@ def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> 
 
 
 def _cache_key(spec: CnnSpec, data: Dataset) -> str:
-    described = dataclasses.asdict(spec)
+    described = {k: v for k, v in dataclasses.asdict(spec).items() if k not in CnnSpec.NOT_ARCHITECTURE}
     if not spec.separable:
         del described["separable"]  # keeps the keys of models cached before the option existed
     payload = json.dumps({"spec": described, "data": data.fingerprint(), "tf": tf.__version__}, sort_keys=True)
@@ -180,7 +156,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
             model = keras.models.load_model(path, compile=False, custom_objects=custom)
     except ModelError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a file it cannot read
+    except Exception as exc:
         text = " ".join(str(exc).split())
         for marker in ("Could not locate class", "Cannot deserialize object of type", "Unknown layer:"):
             if marker in text:
@@ -188,13 +164,15 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
                 raise ModelError(f"model.path = '{path}' uses class '{name}', a custom class Keras cannot find here; "
                                  "accepted: built-in layers, or the module defining it in model.custom_objects") from exc
         if "Lambda" in text or "safe_mode" in text:
-            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without Lambda layers, or model.trust_code=true for a file you trust") from exc
-        raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); {accepted}") from exc
+            raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without "
+                             "Lambda layers, or model.trust_code=true for a file you trust") from exc
+        raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); "
+                         f"{accepted}") from exc
     if not getattr(model, "_is_graph_network", False):
         raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
     try:
         fresh_copy(model)
-    except Exception as exc:  # noqa: BLE001 - clone_model fails in many ways; name the layer instead
+    except Exception as exc:
         problem = _clone_problem(model, exc)
         if "accepted" not in problem:
             problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
@@ -230,7 +208,7 @@ def import_custom_objects(entries: Sequence[str]) -> dict[str, type]:
                 if not module or exc.name != entry:
                     raise
                 objects = [getattr(importlib.import_module(module), attribute)]
-        except Exception as exc:  # noqa: BLE001 - importing user code can raise anything
+        except Exception as exc:
             raise ModelError(f"model.custom_objects entry = '{entry}' cannot be imported ({type(exc).__name__}: {exc}); "
                              "accepted: an importable module or module.Class (on PYTHONPATH)") from exc
         for obj in objects:
@@ -250,15 +228,15 @@ def _clone_problem(model: keras.Model, exc: Exception) -> str:
                     "accepted: built-in layers, or the module defining the class in model.custom_objects")
         try:
             copy = type(layer).from_config(layer.get_config())
-        except Exception as err:  # noqa: BLE001
-            return f"layer '{layer.name}' ({kind}) cannot be rebuilt from its get_config() ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+        except Exception as err:  # noqa: BLE001 - any failure is the reason reported
+            return (f"layer '{layer.name}' ({kind}) cannot be rebuilt from its get_config() "
+                    f"({type(err).__name__}: {' '.join(str(err).split())[:160]})")
         if layer.weights:
-            try:
+            with contextlib.suppress(Exception):  # a layer that fails to build is judged by its weights below
                 copy.build(layer.input_shape)
-            except Exception:  # noqa: BLE001 - judged by its weights below
-                pass
             if len(copy.weights) != len(layer.weights):
-                return f"layer '{layer.name}' ({kind}) is rebuilt from its config with {len(copy.weights)} weights instead of {len(layer.weights)}"
+                return (f"layer '{layer.name}' ({kind}) is rebuilt from its config with {len(copy.weights)} weights "
+                        f"instead of {len(layer.weights)}")
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
@@ -300,7 +278,9 @@ def _refuse_h5_lambda(path: Path) -> None:
         with h5py.File(path, "r") as handle:
             config = handle.attrs.get("model_config")
     except OSError as exc:
-        raise ModelError(f"model.path = '{path}' is not an HDF5 Keras model ({exc}); accepted: a .keras or .h5 file or a SavedModel directory") from exc
+        raise ModelError(f"model.path = '{path}' is not an HDF5 Keras model ({exc}); "
+                         "accepted: a .keras or .h5 file or a SavedModel directory") from exc
     text = config.decode() if isinstance(config, bytes) else str(config or "")
     if '"class_name": "Lambda"' in text:
-        raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without Lambda layers, or model.trust_code=true for a file you trust")
+        raise ModelError(f"model.path = '{path}' holds a Lambda layer (arbitrary code), refused; accepted: a model without "
+                         "Lambda layers, or model.trust_code=true for a file you trust")

@@ -3,74 +3,39 @@
 A ``Workbench`` holds what every trial shares and is built once per process: the base model, the data,
 the teacher's logits and the float reference. ``Workbench.run(policy)`` never changes the base model.
 
-Order of a training trial (``qat`` and ``mixed``): narrower student (width) → pruning (unstructured
-and 2:4) → clustering (sparsity-preserving when pruned) → ``qat``: n-bit QAT keeping masks and clusters,
-or ``mixed``: float conversion then post-training recipes. Every fine-tuning phase is distilled from
-the float base model. ``ptq`` trials skip training and apply post-training recipes to the float file.
+A training trial (``qat`` and ``mixed``) is fine-tuned by ``objectives.training``; then ``qat``
+converts its QAT model, ``mixed`` converts it in float and applies post-training recipes. ``ptq``
+trials skip training and apply post-training recipes to the float file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from litesweep.objectives.compat import keras
 
 import numpy as np
 
-from litesweep.objectives import convert, costs, measure, tflite_file
-from litesweep.objectives.compat import keras, tf
+from litesweep.objectives import convert, costs, inventory, measure, tflite_file
 from litesweep.objectives.data import Dataset
-from litesweep.objectives.errors import ConfigError, DataError, HopelessTrial
+from litesweep.objectives.errors import ConfigError, DataError
 from litesweep.objectives.inventory import LayerInfo, compressible_layers
+from litesweep.objectives.measure import Measurement
 from litesweep.objectives.metrics import ACCURACY, Metrics, Scorer
-from litesweep.objectives.models import fresh_copy
 from litesweep.objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
-from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
+from litesweep.objectives.settings import FineTuneSettings, LatencyProtocol
+from litesweep.objectives.techniques import prune, quantize
+from litesweep.objectives.training import FineTuner, timed
+
+if TYPE_CHECKING:  # ptq loads ai-edge-quantizer: imported where a post-training trial needs it
+    from litesweep.objectives.techniques.ptq import PtqLayerRecipe
+
+__all__ = ["FineTuneSettings", "LatencyBackend", "Reference", "TrialOutput", "Workbench", "check_data_fits"]
 
 #: A latency backend other than the local interpreter: ``.tflite`` bytes → (milliseconds, label).
 LatencyBackend = Callable[[bytes], tuple[float, str]]
-
-
-@dataclasses.dataclass(frozen=True)
-class FineTuneSettings:
-    """How a trial fine-tunes; every phase is distilled from the base model.
-
-    Attributes:
-        prune_epochs: epochs of the pruning phase (also recovers a narrower student).
-        cluster_epochs: epochs of the clustering phase.
-        qat_epochs: epochs of quantization-aware training.
-        batch_size: fine-tuning batch size.
-        learning_rate: Adam learning rate of every phase.
-        min_val_accuracy: a trial whose validation accuracy after its first fine-tuning epoch is below
-            this floor stops there (recorded as pruned); 0 disables the check.
-        calibration_samples: training images used to calibrate static post-training recipes.
-        max_train_samples: fine-tune on this many training samples (a fixed random subset; ``None``:
-            all). The fidelity knob for large datasets: trials cost less, the base model keeps all data.
-    """
-
-    prune_epochs: int = 2
-    cluster_epochs: int = 1
-    qat_epochs: int = 1
-    batch_size: int = 64
-    learning_rate: float = 5e-4
-    min_val_accuracy: float = 0.0
-    calibration_samples: int = 128
-    max_train_samples: int | None = None
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` on a non-positive setting."""
-        for name in ("prune_epochs", "cluster_epochs", "qat_epochs", "batch_size", "calibration_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"finetune.{name} = {getattr(self, name)!r} is not accepted; accepted: an integer >= 1")
-        if self.max_train_samples is not None and int(self.max_train_samples) < self.batch_size:
-            raise ConfigError(f"finetune.max_train_samples = {self.max_train_samples!r} is below finetune.batch_size; "
-                              "accepted: at least one batch, or null for all")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"finetune.learning_rate = {self.learning_rate!r} is not accepted; accepted: a number > 0")
-        if not 0.0 <= self.min_val_accuracy <= 1.0:
-            raise ConfigError(f"finetune.min_val_accuracy = {self.min_val_accuracy!r} is out of range; accepted: 0.0 to 1.0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +43,14 @@ class Reference:
     """The float32 base model converted as is: what every trial is compared with."""
 
     tflite: bytes
-    measurement: measure.Measurement
+    measurement: Measurement
 
     @property
-    def accuracy(self) -> float:  # noqa: D102
+    def accuracy(self) -> float:
         return self.measurement.metrics.accuracy
 
     @property
-    def size_bytes(self) -> int:  # noqa: D102
+    def size_bytes(self) -> int:
         return self.measurement.metrics.size_bytes
 
 
@@ -104,7 +69,7 @@ class TrialOutput:
     """
 
     tflite: bytes
-    measurement: measure.Measurement
+    measurement: Measurement
     achieved_sparsity: dict[str, float]
     weight_types: dict[str, str]
     timings: dict[str, float]
@@ -112,32 +77,8 @@ class TrialOutput:
     filters: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
-    def metrics(self) -> Metrics:  # noqa: D102
+    def metrics(self) -> Metrics:
         return self.measurement.metrics
-
-
-class _FailOnNaN(keras.callbacks.Callback):
-    """Fail the trial (not just stop training, as TerminateOnNaN does) when the loss becomes NaN or inf."""
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss} at batch {batch}")
-
-
-class _EarlyFloor(keras.callbacks.Callback):
-    """Raise ``HopelessTrial`` after the first epoch when validation accuracy is below the floor."""
-
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, floor: float) -> None:
-        super().__init__()
-        self._x, self._y, self._floor = x_val, y_val, floor
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:  # noqa: D102
-        if epoch != 0:
-            return
-        acc = float(np.mean(np.argmax(self.model.predict(self._x, batch_size=512, verbose=0), axis=1) == self._y))
-        if acc < self._floor:
-            raise HopelessTrial(acc, self._floor)
 
 
 class Workbench:
@@ -163,7 +104,7 @@ class Workbench:
         base_model: keras.Model,
         data: Dataset,
         finetune: FineTuneSettings = FineTuneSettings(),
-        protocol: measure.LatencyProtocol = measure.LatencyProtocol(),
+        protocol: LatencyProtocol = LatencyProtocol(),
         latency_backend: LatencyBackend | None = None,
         scorer: Scorer = ACCURACY,
     ) -> None:
@@ -177,18 +118,9 @@ class Workbench:
         self.scorer = scorer
         self.layers: list[LayerInfo] = compressible_layers(base_model)
         if not self.layers:
-            raise ConfigError("the model has no layer any technique supports; accepted: Conv2D, DepthwiseConv2D, Dense")
+            raise ConfigError(f"the model has no layer any technique supports; accepted: {', '.join(inventory.supported_kinds())}")
         self.output_layer = base_model.layers[-1].name
-        # Fine-tuning inputs and distillation targets are built once per process, not per trial
-        # (load_dataset shuffled the training split, so its head is a random subset).
-        self._x_finetune = data.x_train[: finetune.max_train_samples]
-        teacher_logits = base_model.predict(self._x_finetune, batch_size=512, verbose=0)
-        self._targets = distill.pack_targets(data.y_train[: finetune.max_train_samples], teacher_logits, data.num_classes)
-        # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
-        self._batches = (tf.data.Dataset.from_tensor_slices((self._x_finetune, self._targets))
-                         .shuffle(len(self._x_finetune), seed=0, reshuffle_each_iteration=True)
-                         .batch(finetune.batch_size).prefetch(tf.data.AUTOTUNE))
-        self._first_phase_done = False
+        self._tuner = FineTuner(base_model, data, finetune)
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
         # Every file is compared with the float reference's outputs (agreement, kl_divergence).
         self.reference_outputs, _ = measure.predict(ref_tflite, data.x_test)
@@ -204,9 +136,10 @@ class Workbench:
             raise ConfigError(f"objective.k = {self.scorer.k} is more than the model's {outputs} outputs; accepted: 1..{outputs}")
         try:
             return self.scorer.score(self.data.y_test, self.reference_outputs, self.reference_outputs)
-        except Exception as exc:  # noqa: BLE001 - a user function can raise anything; say so before any trial
+        except Exception as exc:
             text = " ".join(str(exc).split())[:200]
-            raise ConfigError(f"objective.metric = '{self.scorer.name}' failed on the float model's test outputs ({type(exc).__name__}: {text}); "
+            raise ConfigError(f"objective.metric = '{self.scorer.name}' failed on the float model's test outputs "
+                              f"({type(exc).__name__}: {text}); "
                               "accepted: a function f(labels, outputs) -> float, labels (n,) integers, outputs (n, classes)") from exc
 
     @property
@@ -216,7 +149,7 @@ class Workbench:
 
     # --- measuring --------------------------------------------------------------------------
 
-    def measure(self, tflite: bytes, reference_accuracy: float | None = None, reference_size: int | None = None) -> measure.Measurement:
+    def measure(self, tflite: bytes, reference_accuracy: float | None = None, reference_size: int | None = None) -> Measurement:
         """Measure any ``.tflite`` on the test split with the fixed protocol, against the float reference."""
         result = measure.measure(
             tflite, self.data.x_test, self.data.y_test,
@@ -231,7 +164,7 @@ class Workbench:
                                    delegate=f"{result.delegate}; latency: {label}")
 
     @staticmethod
-    def _with_costs(measurement: measure.Measurement, model_costs: costs.Costs) -> measure.Measurement:
+    def _with_costs(measurement: Measurement, model_costs: costs.Costs) -> Measurement:
         metrics = dataclasses.replace(measurement.metrics, ideal_bytes=model_costs.ideal_bytes,
                                       macs=model_costs.macs, bitops=model_costs.bitops)
         return dataclasses.replace(measurement, metrics=metrics)
@@ -245,26 +178,16 @@ class Workbench:
         for name, layer in policy.layers.items():
             if name not in known:
                 raise ConfigError(f"policy layer '{name}' is not a compressible layer of the model; accepted: {sorted(known)}")
-            needs = {"quantize": layer.bits < 32, "prune": layer.pruned, "cluster": bool(layer.clusters), "width": layer.width < 1.0}
-            for technique, wanted in needs.items():
-                if wanted and technique not in known[name].techniques:
-                    raise ConfigError(f"layer '{name}' ({known[name].kind}) does not support technique '{technique}'")
+            for technique in layer.techniques:
+                if technique not in known[name].techniques:
+                    raise inventory.unsupported(name, known[name].kind, technique)
             if layer.width < 1.0 and name == self.output_layer:
                 raise ConfigError(f"width of layer '{name}' = {layer.width}: the output layer keeps all its units; accepted: 1.0")
 
     # --- compressing ------------------------------------------------------------------------
 
-    def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
-        ft = self.finetune
-        if ft.min_val_accuracy > 0 and not self._first_phase_done:
-            callbacks = [*callbacks, _EarlyFloor(self.data.x_val, self.data.y_val, ft.min_val_accuracy)]
-        self._first_phase_done = True
-        callbacks = [*callbacks, _FailOnNaN()]
-        model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
-        model.fit(self._batches, epochs=epochs, callbacks=callbacks, verbose=0)
-
     def compress(self, policy: Policy, timings: dict[str, float] | None = None) -> tuple[keras.Model, keras.Model, dict[str, np.ndarray]]:
-        """Apply the training part of ``policy`` to a fresh copy of the base model.
+        """Apply the training part of ``policy`` to a fresh copy of the base model (``objectives.training``).
 
         Returns:
             The model to convert (QAT-wrapped for ``qat`` with quantized layers), its float structure
@@ -275,43 +198,10 @@ class Workbench:
         """
         timings = {} if timings is None else timings
         self.check(policy)
-        data, ft = self.data, self.finetune
-        self._first_phase_done = False
         if not policy.needs_training:
             # Post-training recipes work on the float .tflite: the Keras model is only read, never copied.
             return self.base_model, self.base_model, self._base_kernels
-        with _timed(timings, "prepare"):
-            model = fresh_copy(self.base_model)
-            loss = distill.distillation_loss(data.num_classes, policy.distill.temperature, policy.distill.weight)
-        sparse, structured = policy.sparse_layers, policy.structured_layers
-        clusters = policy.clustered_layers
-        bits = policy.quantized_layers if policy.method == "qat" else {}
-        with _timed(timings, "finetune"):
-            if policy.widths:
-                model = shrink.shrink(model, policy.widths)
-            if sparse or structured or policy.widths:  # a narrower student recovers here too
-                steps = math.ceil(len(self._x_finetune) / ft.batch_size) * ft.prune_epochs
-                pruned = prune.wrap_for_pruning(model, sparse, end_step=steps, structured=structured)
-                self._fit(pruned, loss, ft.prune_epochs, prune.pruning_callbacks() if (sparse or structured) else [])
-                model = prune.strip(pruned)
-            masked = [*sparse, *structured]
-            masks = prune.kernel_masks(model, masked)
-            if clusters:
-                clustered = cluster.wrap_for_clustering(model, clusters, preserve_sparsity=[n for n in clusters if n in masks])
-                self._fit(clustered, loss, ft.cluster_epochs, [])
-                model = cluster.strip(clustered)
-            centres = cluster.centroids(model, list(clusters))
-            float_model = model
-            if bits:
-                qat = quantize.wrap_for_qat(model, bits)
-                callbacks: list = []
-                # QAT trains every layer, float ones too: keep all clusters and zeros, not only quantized layers'.
-                if centres:
-                    callbacks.append(cluster.KeepClusters(quantize.kernel_variables(qat, list(centres)), centres))
-                if masks:
-                    callbacks.append(prune.KeepMasks(quantize.kernel_variables(qat, list(masks)), masks))
-                self._fit(qat, loss, ft.qat_epochs, callbacks)
-                model = qat
+        model, float_model = self._tuner.run(policy, timings)
         return model, float_model, self._kernels(model)
 
     def ptq_recipes(self) -> dict[str, set[str]]:
@@ -328,7 +218,7 @@ class Workbench:
             supported[layer] = set.intersection(*names) if names else {"float"}
         return supported
 
-    def preset(self, name: str) -> tuple[bytes, measure.Measurement]:
+    def preset(self, name: str) -> tuple[bytes, Measurement]:
         """Convert the base model with a converter preset (``objectives.presets.PRESETS``) and measure it."""
         from litesweep.objectives import presets
 
@@ -348,7 +238,7 @@ class Workbench:
         timings: dict[str, float] = {}
         model, float_model, kernels = self.compress(policy, timings)
         fallback: list[str] = []
-        with _timed(timings, "convert"):
+        with timed(timings, "convert"):
             if policy.method == "qat":
                 bits = list(policy.quantized_layers.values())
                 sparse = bool(policy.sparse_layers or policy.structured_layers) and convert.sparse_encoding_allowed(bits)
@@ -356,11 +246,12 @@ class Workbench:
             else:
                 from litesweep.objectives.techniques import ptq
 
-                float_tflite = self.reference.tflite if not policy.needs_training else convert.to_tflite(model, quantized=False, sparse=False)
+                float_tflite = (self.reference.tflite if not policy.needs_training
+                                else convert.to_tflite(model, quantized=False, sparse=False))
                 recipes = {name: _ptq_recipe(layer) for name, layer in policy.layers.items()}
                 result = ptq.quantize_tflite(float_tflite, recipes, self.calibration)
                 tflite, fallback = result.tflite, list(result.fallback)
-        with _timed(timings, "evaluate"):
+        with timed(timings, "evaluate"):
             measurement = self.measure(tflite)
             model_costs = costs.model_costs(float_model, kernels, policy.layers, policy.method)
             measurement = self._with_costs(measurement, model_costs)
@@ -370,7 +261,7 @@ class Workbench:
         return TrialOutput(tflite, measurement, achieved, types, timings, fallback, filters)
 
 
-def _recipe_fields(recipe) -> tuple[int, str, int]:  # noqa: ANN001 - ptq.PtqLayerRecipe
+def _recipe_fields(recipe: PtqLayerRecipe) -> tuple[int, str, int]:
     if recipe.mode == "float":
         return FLOAT_BITS, "dynamic", 8
     if recipe.mode == "fp16":
@@ -378,7 +269,7 @@ def _recipe_fields(recipe) -> tuple[int, str, int]:  # noqa: ANN001 - ptq.PtqLay
     return recipe.bits, recipe.mode, recipe.act_bits
 
 
-def _ptq_recipe(layer: LayerPolicy):  # noqa: ANN202 - ptq.PtqLayerRecipe, imported lazily
+def _ptq_recipe(layer: LayerPolicy) -> PtqLayerRecipe:
     from litesweep.objectives.techniques import ptq
 
     if layer.bits == FLOAT_BITS:
@@ -397,13 +288,5 @@ def check_data_fits(model: keras.Model, data: Dataset) -> None:
     outputs = int(model.output_shape[-1])
     for split, labels in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
         if len(labels) and (labels.min() < 0 or labels.max() >= outputs):
-            raise DataError(f"{split} labels span [{labels.min()}, {labels.max()}] but the model has {outputs} outputs; accepted: 0..{outputs - 1}")
-
-
-@contextmanager
-def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+            raise DataError(f"{split} labels span [{labels.min()}, {labels.max()}] but the model has {outputs} outputs; "
+                            f"accepted: 0..{outputs - 1}")

@@ -19,10 +19,19 @@ from typing import Any
 from litesweep.objectives.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("qat", "ptq", "mixed")
+#: Every technique a search space may use: distillation acts on the whole model, the others per layer.
+TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "distill", "width")
+#: The per-layer techniques; ``objectives.inventory.SUPPORTED_LAYERS`` says which layer class takes which.
+LAYER_TECHNIQUES: tuple[str, ...] = tuple(t for t in TECHNIQUES if t != "distill")
 #: Weight bit widths: 2/4/8 integer, 16 float16 (post-training only), 32 float.
 SUPPORTED_WEIGHT_BITS: tuple[int, ...] = (2, 4, 8, 16, 32)
 QAT_WEIGHT_BITS: tuple[int, ...] = (2, 4, 8, 32)
+#: Activation bits of an integer layer: 8, or 16 (16x8, post-training static only).
 ACTIVATION_BITS: tuple[int, ...] = (8, 16)
+#: What QAT fake-quantizes every activation to (TF-MOT's n-bit scheme; not a choice).
+QAT_ACTIVATION_BITS = 8
+#: How a post-training recipe quantizes an integer layer: the values of ``ptq_mode`` and ``space.ptq_modes``.
+#: (``techniques.ptq.RECIPE_MODES`` adds the ``float`` and ``fp16`` recipes that bits 32 and 16 map to.)
 PTQ_MODES: tuple[str, ...] = ("weight_only", "dynamic", "static")
 STRUCTURES: tuple[str, ...] = ("unstructured", "2:4")
 FLOAT_BITS = 32
@@ -57,7 +66,8 @@ class LayerPolicy:
         """Raise ``ConfigError`` naming ``layer`` if a setting is out of range or not possible with ``method``."""
         check_bits(self.bits, f"bits of layer '{layer}'")
         if method == "qat" and self.bits not in QAT_WEIGHT_BITS:
-            raise ConfigError(f"bits of layer '{layer}' = {self.bits} needs method ptq or mixed; accepted with qat: {list(QAT_WEIGHT_BITS)}")
+            raise ConfigError(f"bits of layer '{layer}' = {self.bits} needs method ptq or mixed; "
+                              f"accepted with qat: {list(QAT_WEIGHT_BITS)}")
         check_choice(self.act_bits, ACTIVATION_BITS, f"act_bits of layer '{layer}'")
         if self.act_bits == 16 and not (method != "qat" and self.bits == 8 and self.ptq_mode == "static"):
             raise ConfigError(f"act_bits of layer '{layer}' = 16 needs bits 8, ptq_mode 'static' and method ptq or mixed (16x8)")
@@ -66,11 +76,17 @@ class LayerPolicy:
         if self.structure == "2:4" and self.sparsity not in (0.0, 0.5):
             raise ConfigError(f"sparsity of layer '{layer}' = {self.sparsity} conflicts with structure '2:4' (always 0.5)")
         check_clusters(self.clusters, f"clusters of layer '{layer}'")
-        if not isinstance(self.width, (int, float)) or not MIN_WIDTH <= self.width <= 1.0:
-            raise ConfigError(f"width of layer '{layer}' = {self.width!r} is out of range; accepted: {MIN_WIDTH} <= width <= 1.0")
+        check_width(self.width, f"width of layer '{layer}'")
         check_choice(self.ptq_mode, PTQ_MODES, f"ptq_mode of layer '{layer}'")
         if method == "ptq" and (self.pruned or self.clusters or self.width < 1.0):
-            raise ConfigError(f"layer '{layer}' asks for pruning, clustering or width with method 'ptq', which does not train; use method 'mixed'")
+            raise ConfigError(f"layer '{layer}' asks for pruning, clustering or width with method 'ptq', which does not train; "
+                              "use method 'mixed'")
+
+    @property
+    def techniques(self) -> tuple[str, ...]:
+        """The per-layer techniques (``LAYER_TECHNIQUES``) these settings use."""
+        used = {"quantize": self.bits < FLOAT_BITS, "prune": self.pruned, "cluster": bool(self.clusters), "width": self.width < 1.0}
+        return tuple(t for t in LAYER_TECHNIQUES if used[t])
 
     @property
     def pruned(self) -> bool:
@@ -248,6 +264,12 @@ def check_sparsity(value: Any, what: str) -> None:
     """Raise ``ConfigError`` unless ``0 <= value <= MAX_SPARSITY``."""
     if not isinstance(value, (int, float)) or not 0.0 <= value <= MAX_SPARSITY:
         raise ConfigError(f"{what} = {value!r} is out of range; accepted: 0.0 <= sparsity <= {MAX_SPARSITY}")
+
+
+def check_width(value: Any, what: str) -> None:
+    """Raise ``ConfigError`` unless ``MIN_WIDTH <= value <= 1``."""
+    if not isinstance(value, (int, float)) or not MIN_WIDTH <= value <= 1.0:
+        raise ConfigError(f"{what} = {value!r} is out of range; accepted: {MIN_WIDTH} <= width <= 1.0")
 
 
 def check_clusters(value: Any, what: str) -> None:

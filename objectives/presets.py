@@ -6,17 +6,17 @@ with the same split and protocol as the trials.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
+from collections.abc import Callable, Iterator
 
 from litesweep.objectives.compat import keras, tf
+
+import numpy as np
 
 PRESETS: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8", "int16x8")
 
 
 def _representative(calibration: np.ndarray) -> Callable[[], object]:
-    def gen():  # noqa: ANN202 - the converter's generator protocol
+    def gen() -> Iterator[list[np.ndarray]]:  # the converter's representative-dataset protocol
         for sample in calibration:
             yield [sample[None].astype(np.float32)]
 

@@ -1,14 +1,16 @@
 """Running a ``.tflite`` with the LiteRT interpreter: the only code a served model needs.
 
-Imports ``ai_edge_litert`` and NumPy only (no TensorFlow), so a registered model starts fast.
+Imports ``ai_edge_litert`` (through ``compat``, which loads nothing else for it) and NumPy only, no
+TensorFlow, so a registered model starts fast.
 The interpreter first tries LiteRT's default delegate (XNNPACK on CPU); if the runtime refuses the
 model, it falls back to the built-in kernels and says which one ran.
 """
 
 from __future__ import annotations
 
+from litesweep.objectives.compat import litert
+
 import numpy as np
-from ai_edge_litert import interpreter as litert
 
 DELEGATE_DEFAULT = "xnnpack"
 DELEGATE_BUILTIN = "builtin"

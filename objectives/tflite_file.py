@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tensorflow.lite.python import schema_py_generated as schema
+from litesweep.objectives.compat import tflite_schema as schema
 
 _TYPE_NAMES = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
 

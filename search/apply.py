@@ -22,10 +22,11 @@ from omegaconf import DictConfig
 
 from litesweep.objectives.errors import ConfigError, LitesweepError
 from litesweep.objectives.policy import Policy
-from litesweep.search.workbench import build_workbench
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
-from litesweep.search.ledger import POLICY_FILE, TFLITE_FILE, TAG_TFLITE_SHA256 as TFLITE_SHA256_TAG
+from litesweep.search.ledger import POLICY_FILE, TFLITE_FILE
+from litesweep.search.ledger import TAG_TFLITE_SHA256 as TFLITE_SHA256_TAG
+from litesweep.search.workbench import build_workbench
 
 
 class NotReproduced(LitesweepError):
@@ -87,7 +88,8 @@ def apply(cfg: DictConfig) -> Applied:
               f"size_bytes {int(logged['size_bytes']):,} (|diff| {size:.2%}); bit-identical: {identical}")
         deterministic = not policy.needs_training
         if deterministic and not identical:
-            raise NotReproduced(f"policy {cfg.apply.run_id} needs no training but the rebuilt .tflite differs (sha256 {sha[:12]} vs {str(logged_sha)[:12]})")
+            raise NotReproduced(f"policy {cfg.apply.run_id} needs no training but the rebuilt .tflite differs "
+                                f"(sha256 {sha[:12]} vs {str(logged_sha)[:12]})")
         if drift > cfg.apply.accuracy_tolerance or size > cfg.apply.size_tolerance:
             raise NotReproduced(f"rebuilt accuracy differs by {drift:.2f} points (tolerance {cfg.apply.accuracy_tolerance}) "
                                 f"and size by {size:.2%} (tolerance {cfg.apply.size_tolerance:.0%})")

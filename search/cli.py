@@ -34,7 +34,8 @@ def _accepted_keys(full_key: str) -> list[str]:
     node: type | None = schema.LitesweepConfig
     for part in full_key.split(".")[:-1]:
         fields = {f.name: f for f in dataclasses.fields(node)} if node and dataclasses.is_dataclass(node) else {}
-        default = fields[part].default_factory() if part in fields and fields[part].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        factory = fields[part].default_factory if part in fields else dataclasses.MISSING
+        default = factory() if callable(factory) else None
         node = type(default) if dataclasses.is_dataclass(default) else None
     return sorted(f.name for f in dataclasses.fields(node)) if node and dataclasses.is_dataclass(node) else []
 
@@ -45,26 +46,29 @@ _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or
 
 def describe(exc: BaseException) -> str:
     """One line naming the bad key or value and what is accepted."""
-    chain, cause = [], exc
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
     while cause is not None:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     for err in chain:
-        if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and getattr(err, "full_key", None):
-            accepted = _accepted_keys(err.full_key)
-            hint = f"; accepted keys here: {accepted}" if accepted else ""
+        if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and err.full_key:
+            keys = _accepted_keys(err.full_key)
+            hint = f"; accepted keys here: {keys}" if keys else ""
             return f"unknown config key '{err.full_key}'{hint}"
         if isinstance(err, ValidationError) and getattr(err, "full_key", None):
             first = str(err).splitlines()[0]
             wanted = re.search(r"converted to (\w+)", first) or re.search(r"is not a valid (bool)", first)
-            accepted = _TYPE_WORDS.get(wanted.group(1), f"a value of type {wanted.group(1)}") if wanted else "the type search/config.py gives it"
+            accepted = (_TYPE_WORDS.get(wanted.group(1), f"a value of type {wanted.group(1)}") if wanted
+                        else "the type search/config.py gives it")
             return f"bad value for config key '{err.full_key}': {first}; accepted: {accepted}"
     text = str(exc)
     if "Could not find" in text and "Available options" in text:
         missing = text.split("Could not find", 1)[1].splitlines()[0].strip()
         options = text.split("Available options", 1)[1].split("Config search path")[0].splitlines()[1:]
         return f"config group option {missing} not found; accepted: {', '.join(o.strip() for o in options if o.strip())}"
-    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith(("full_key", "object_type", "reference_type"))]
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.strip().startswith(("full_key", "object_type", "reference_type"))]
     return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
@@ -95,7 +99,7 @@ class MaskingFormatter(logging.Formatter):
         super().__init__()
         self.inner = inner or logging.Formatter()
 
-    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
+    def format(self, record: logging.LogRecord) -> str:
         from litesweep.search.preflight import mask
 
         return mask(self.inner.format(record))
@@ -159,7 +163,7 @@ def masked_std_streams() -> Iterator[None]:
     """Mask ``sys.stdout`` and ``sys.stderr`` for the block: prints by any library and Hydra's own error report
     (``Error executing job with overrides: [...]`` and the traceback) included."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = (s if isinstance(s, MaskingStream) else MaskingStream(s) for s in saved)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = (s if isinstance(s, MaskingStream) else MaskingStream(s) for s in saved)
     try:
         yield
     finally:
@@ -202,7 +206,8 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
                 _hydra_main()
             except SystemExit:
                 raise
-            except BaseException:  # HYDRA_FULL_ERROR=1 re-raises: print the traceback while the streams still mask
+            # HYDRA_FULL_ERROR=1 re-raises: print the traceback while the streams still mask secrets, then exit.
+            except BaseException:  # noqa: BLE001 - deliberate: traceback printed under masked streams, then exit(1)
                 traceback.print_exc()
                 sys.exit(1)
 

@@ -19,6 +19,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from litesweep.objectives.errors import ConfigError
+
 # --- Optuna trial user attributes -----------------------------------------------------------------------
 RUN_ID_ATTR: Final = "mlflow_run_id"  # the trial's MLflow child run
 METRICS_ATTR: Final = "metrics"  # every figure measured on the .tflite (objectives.metrics.METRIC_NAMES)
@@ -121,13 +123,28 @@ def run_id_of(trial: FrozenTrial) -> str | None:
 
 def directions_of(study: optuna.Study) -> dict[str, str]:
     """Objective name → ``maximize``/``minimize``, as the study was created."""
-    return dict(zip(study.user_attrs[OBJECTIVES_ATTR], [d.name.lower() for d in study.directions]))
+    return dict(zip(study.user_attrs[OBJECTIVES_ATTR], [d.name.lower() for d in study.directions], strict=True))
 
 
 def reference_of(parent: Run) -> dict[str, float]:
     """The float32 reference's metrics, from the parent run."""
     prefix = REFERENCE_METRIC_PREFIX
     return {k.removeprefix(prefix): v for k, v in parent.data.metrics.items() if k.startswith(prefix)}
+
+
+def record_objective_metric(study: optuna.Study, metric: str) -> None:
+    """Record the study's objective metric, or refuse to mix another one into it.
+
+    Raises:
+        ConfigError: the study was scored with a different ``objective.metric``.
+    """
+    older = bool(study.get_trials(deepcopy=False, states=FINISHED_STATES))  # studies from before the attribute: top-1
+    recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if older else None)
+    if recorded is None:
+        study.set_user_attr(METRIC_ATTR, metric)
+    elif recorded != metric:
+        raise ConfigError(f"study '{study.study_name}' is scored with objective.metric = '{recorded}', not '{metric}'; "
+                          "accepted: the same objective.metric, or another study.name")
 
 
 def trial_runs_filter(parent_run_id: str, role: str = ROLE_TRIAL) -> str:

@@ -40,7 +40,9 @@ def scorer_from_config(objective: Any) -> Scorer:
     try:
         inspect.signature(function).bind(None, None, **kwargs)
     except TypeError as exc:
-        raise ConfigError(f"objective.metric._target_ = {target!r} cannot be called as f(labels, outputs{''.join(f', {k}=...' for k in kwargs)}) ({exc}); {ACCEPTED}") from exc
+        signature = "".join(f", {k}=..." for k in kwargs)
+        raise ConfigError(f"objective.metric._target_ = {target!r} cannot be called as f(labels, outputs{signature}) "
+                          f"({exc}); {ACCEPTED}") from exc
     except ValueError:
         pass  # no signature to inspect (some builtins): find out on the float reference
     if kwargs:
@@ -67,14 +69,17 @@ def _locate(target: Any) -> Any:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 continue  # this prefix is not a module: try a shorter one
             raise ConfigError(f"objective.metric._target_ = {target!r} cannot be imported ({exc}); {ACCEPTED}") from exc
-        except Exception as exc:  # noqa: BLE001 - importing user code can raise anything
-            raise ConfigError(f"objective.metric._target_ = {target!r} cannot be imported ({type(exc).__name__}: {exc}); {ACCEPTED}") from exc
+        except Exception as exc:
+            raise ConfigError(f"objective.metric._target_ = {target!r} cannot be imported ({type(exc).__name__}: {exc}); "
+                              f"{ACCEPTED}") from exc
         try:
             for attribute in parts[split:]:
                 obj = getattr(obj, attribute)
         except AttributeError:
-            raise ConfigError(f"objective.metric._target_ = {target!r}: module '{module_name}' has no '{'.'.join(parts[split:])}'; {ACCEPTED}") from None
+            raise ConfigError(f"objective.metric._target_ = {target!r}: module '{module_name}' has no "
+                              f"'{'.'.join(parts[split:])}'; {ACCEPTED}") from None
         if not callable(obj):
             raise ConfigError(f"objective.metric._target_ = {target!r} is not callable; {ACCEPTED}")
         return obj
-    raise ConfigError(f"objective.metric._target_ = {target!r} cannot be imported (no module '{parts[0]}'; is it on PYTHONPATH?); {ACCEPTED}")
+    raise ConfigError(f"objective.metric._target_ = {target!r} cannot be imported "
+                      f"(no module '{parts[0]}'; is it on PYTHONPATH?); {ACCEPTED}")

@@ -8,6 +8,7 @@ import optuna
 
 from litesweep.objectives.metrics import METRIC_NAMES
 from litesweep.search.ledger import METRICS_ATTR, RUN_ID_ATTR
+
 TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms", "ideal_bytes")
 
 
@@ -55,7 +56,7 @@ def format_table(
         metrics = t.user_attrs.get(METRICS_ATTR, {})
         rows.append((str(t.number), *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), t.user_attrs.get(RUN_ID_ATTR, "-")))
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in (header, *rows)]
+    lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True)) for r in (header, *rows)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

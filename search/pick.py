@@ -129,7 +129,7 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         "",
         f"Data `{cfg.data.name}` ({cfg.data.source}, split seed {cfg.data.seed}); "
         f"base model `{cfg.model.path or cfg.model.name}`; "
-        f"fine-tuning {dict(OmegaConf.to_container(cfg.finetune))}.",
+        f"fine-tuning {OmegaConf.to_container(cfg.finetune)}.",
         "",
         "## How to reproduce",
         "",

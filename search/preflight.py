@@ -55,7 +55,8 @@ def check_tracking(uri: str) -> None:
         raise ConfigError(f"tracking.uri = '{mask(uri)}' cannot be reached ({reason}); accepted: the URL of a running tracking server "
                           "(mlflow server --host 127.0.0.1 --port 5000), sqlite:///path/mlflow.db, or a database URI that answers")
     if uri.startswith("file:") or "://" not in uri:
-        raise ConfigError(f"tracking.uri = '{mask(uri)}' is a file store, which MLflow 3 keeps in maintenance mode; accepted: sqlite:///..., http(s)://..., or a database URI")
+        raise ConfigError(f"tracking.uri = '{mask(uri)}' is a file store, which MLflow 3 keeps in maintenance mode; "
+                          "accepted: sqlite:///..., http(s)://..., or a database URI")
     _check_database(uri, "tracking.uri")
 
 
@@ -86,7 +87,7 @@ def check_storage(url: str) -> None:
 
     try:
         optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(path))), include_best_trial=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to replay the journal means it is unusable
+    except Exception as exc:
         raise ConfigError(f"study.storage = '{path}' is not a readable Optuna journal ({type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:120]}); accepted: a journal Optuna wrote, or a new path") from exc
 
@@ -110,7 +111,7 @@ def _check_database(url: str, what: str) -> None:
         with engine.connect():
             pass
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - driver errors vary
+    except Exception as exc:
         first = mask(" ".join(str(exc).split()))[:200]
         accepted = "a journal file path or " if what == "study.storage" else "sqlite:///path/mlflow.db or "
         raise ConfigError(f"{what} = '{mask(url)}' cannot be reached ({type(exc).__name__}: {first}); "

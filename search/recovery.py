@@ -108,12 +108,12 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     by_number = {str(t.number): t for t in trials}
     for number, run_id in open_runs.items():
         # A run not linked to its trial was created by a worker that died before it could link it.
-        trial = by_run.get(run_id) or by_number.get(number)
-        if trial is not None and trial.number not in failed and (trial.number in by_heartbeat or _abandoned(trial)):
-            if trial.state == TrialState.COMPLETE:  # killed after telling Optuna: the trial and its files are whole
-                tracker.end_trial(run_id, trial.state.name, "FINISHED", note="its worker died after the trial finished")
+        owner = by_run.get(run_id) or by_number.get(str(number))
+        if owner is not None and owner.number not in failed and (owner.number in by_heartbeat or _abandoned(owner)):
+            if owner.state == TrialState.COMPLETE:  # killed after telling Optuna: the trial and its files are whole
+                tracker.end_trial(run_id, owner.state.name, "FINISHED", note="its worker died after the trial finished")
             else:
-                tracker.end_trial(run_id, trial.state.name, "KILLED", note=KILLED_NOTE)
+                tracker.end_trial(run_id, owner.state.name, "KILLED", note=KILLED_NOTE)
     return failed + sorted(by_heartbeat)
 
 

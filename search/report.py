@@ -95,7 +95,7 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
     plt.style.use("default")  # Optuna's matplotlib plots switch the global style
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.4), squeeze=False)
     points = _points(study)
-    for ax, (x, y) in zip(axes[0], pairs):
+    for ax, (x, y) in zip(axes[0], pairs, strict=True):
         for kind, marker in (("feasible", "o"), ("infeasible", "x"), ("front", "o")):
             chosen = [t.user_attrs[METRICS_ATTR] for t, k in points if k == kind]
             ax.scatter([m[x] for m in chosen], [m[y] for m in chosen], c=COLOURS[kind], marker=marker,
@@ -194,7 +194,7 @@ def build(study: optuna.Study, directions: Mapping[str, str], presets: Mapping[s
     policies = front_policies_png(study)
     if policies is not None:
         files["report/front_policies.png"] = policies
-    figures = []
+    figures: list[Any] = []
     _optional(figures, lambda: optuna.visualization.plot_hypervolume_history(study, reference_point(study, directions)))
     _optional(files, lambda: _png(optuna.visualization.matplotlib.plot_hypervolume_history(
         study, reference_point(study, directions)).figure), "report/hypervolume.png")

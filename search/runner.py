@@ -21,13 +21,13 @@ from optuna.trial import TrialState
 
 from litesweep.objectives.errors import ConfigError, HopelessTrial
 from litesweep.search.ledger import (
+    POLICY_FILE,
     RUN_ID_ATTR,
     TAG_DELEGATE,
     TAG_FALLBACK,
     TAG_WEIGHT_TYPE_PREFIX,
-    TIMINGS_ATTR,
     TFLITE_FILE,
-    POLICY_FILE,
+    TIMINGS_ATTR,
     WORKER_ATTR,
     TrialRecord,
 )
@@ -153,7 +153,8 @@ class TrialRunner:
             timings["overhead"] = timings["trial"] - sum(timings.get(k, 0.0) for k in WORK_PHASES)
             trial.set_user_attr(TIMINGS_ATTR, timings)
             self.study.tell(trial, [metrics[m] for m in self.directions])
-            self.tracker.end_trial(run_id, "COMPLETE", "FINISHED", metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
+            self.tracker.end_trial(run_id, "COMPLETE", "FINISHED",
+                                   metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
             return TrialState.COMPLETE
         except (optuna.TrialPruned, HopelessTrial) as exc:
             self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)

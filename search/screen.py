@@ -2,8 +2,9 @@
 
 Before a training (``qat``) study's first trial, ``screen.trials`` random per-unit bit mixtures are
 quantized post-training (seconds each, no training) and measured. Of the mixtures within
-``screen.max_drop`` accuracy points, those on the cheap front (accuracy, size, latency) are enqueued, spread from smallest to largest, as the study's first
-training trials; the sampler fills in the other parameters. The result is stored on the study
+``screen.max_drop`` accuracy points, those on the cheap front (accuracy, size, latency) are enqueued,
+spread from smallest to largest, as the study's first training trials; the sampler fills in the other
+parameters. The result is stored on the study
 (user attribute), so a resumed study does not redo it, and logged as ``screen.csv`` on the parent run.
 """
 
@@ -21,6 +22,7 @@ from litesweep.search import pareto
 from litesweep.search.ledger import SCREEN_ATTR
 from litesweep.search.space import SearchSpace
 from litesweep.search.tracking import Tracker
+
 
 def proxy_recipe(bits: int, supported: set[str]) -> str | None:
     """The post-training recipe that stands in for ``bits`` of quantization-aware training.

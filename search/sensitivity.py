@@ -18,6 +18,7 @@ from litesweep.search.ledger import SENSITIVITY_ATTR
 from litesweep.search.space import FloatRange, SearchSpace, UnitSpace
 from litesweep.search.tracking import Tracker
 
+
 def degraded_policy(space: SearchSpace, unit_name: str) -> Policy:
     """Every layer float except ``unit_name``'s layers: lowest bit width and highest sparsity of the space."""
     layers = {name: LayerPolicy() for name in space.layer_names}

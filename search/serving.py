@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
-class TfliteModel(mlflow.pyfunc.PythonModel):
+class TfliteModel(PythonModel):
     """A pyfunc model around one ``.tflite`` artifact (key ``tflite``)."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:  # noqa: D102
+    def load_context(self, context: PythonModelContext) -> None:
         self._tflite = Path(context.artifacts["tflite"]).read_bytes()
 
     # Left unannotated on purpose: MLflow infers a signature from type hints, the logged one is explicit.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, D102
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201 - MLflow reads hints
         from litesweep.objectives.runtime import predict
 
         x = np.asarray(model_input, dtype=np.float32)

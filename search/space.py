@@ -225,7 +225,8 @@ def match_groups(patterns: Mapping[str, str], layer_names: Sequence[str]) -> tup
             raise ConfigError(f"space.groups.{group} = {pattern!r} matches no layer; accepted layer names: {list(layer_names)}")
         for name in members:
             if name in owner:
-                raise ConfigError(f"layer '{name}' is matched by space.groups.{owner[name]} and space.groups.{group}; accepted: one group a layer")
+                raise ConfigError(f"layer '{name}' is matched by space.groups.{owner[name]} and space.groups.{group}; "
+                                  "accepted: one group a layer")
             owner[name] = group
         groups[group] = members
     return groups, owner

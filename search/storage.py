@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -53,7 +54,7 @@ def make_storage(url: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
 
 def make_sampler(name: str, seed: int, n_startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded. Samplers read trial constraints set with ``set_constraint``."""
-    startup = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
+    startup: dict[str, Any] = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
     if name == "tpe":
         # group=True: conditional parameters (ptq_mode only for integer layers...) are modelled per subspace.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, **startup)
@@ -100,7 +101,7 @@ def load_existing_study(name: str, storage: str) -> optuna.Study:
     """
     backend = make_storage(storage) if ("://" in storage or Path(storage).exists()) else None
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)) if backend else []
-    if name not in names:
+    if backend is None or name not in names:
         raise ConfigError(f"study.name = {name!r} is not in {mask(storage)}; accepted: {names}")
     return optuna.load_study(study_name=name, storage=backend)
 

@@ -11,17 +11,16 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.objectives.errors import LitesweepError
 from litesweep.search import baselines, pareto, report, screen, sensitivity
 from litesweep.search.ledger import (
-    METRIC_ATTR,
     PARENT_RUN_ATTR,
     REFERENCE_METRIC_PREFIX,
     TAG_BASE_MODEL,
@@ -30,13 +29,14 @@ from litesweep.search.ledger import (
     TAG_STORAGE,
     TAG_UNSUPPORTED_LAYERS,
     TAG_VERSION_PREFIX,
+    record_objective_metric,
 )
 from litesweep.search.preflight import mask
 from litesweep.search.recovery import recover_stale_trials
 from litesweep.search.runner import TrialRunner
 from litesweep.search.space import SearchSpace, match_groups
 from litesweep.search.storage import count_finished, open_study
-from litesweep.search.tracking import Tracker, dumps
+from litesweep.search.tracking import Tracker, dumps, flatten
 from litesweep.search.workbench import build_workbench
 
 log = logging.getLogger("litesweep")
@@ -62,41 +62,18 @@ class SweepResult:
     presets_dominated_on_size: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
 
-def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def check_objective_metric(study: optuna.Study, metric: str) -> None:
-    """Record the study's objective metric, or refuse to mix another one into it.
-
-    Raises:
-        ConfigError: the study was scored with a different ``objective.metric``.
-    """
-    recorded = study.user_attrs.get(METRIC_ATTR, "accuracy" if count_finished(study) else None)  # older studies: top-1
-    if recorded is None:
-        study.set_user_attr(METRIC_ATTR, metric)
-    elif recorded != metric:
-        raise ConfigError(f"study '{study.study_name}' is scored with objective.metric = '{recorded}', not '{metric}'; "
-                          "accepted: the same objective.metric, or another study.name")
-
-
 class Sweep:
     """One process's share of a study: built once, then ``run`` (the main process) or ``work`` (a worker)."""
 
     def __init__(self, cfg: DictConfig, seed_offset: int = 0, check_layers: bool = False) -> None:
         self.cfg = cfg
-        self.directions = dict(zip(cfg.study.objectives, cfg.study.directions))
+        self.directions = dict(zip(cfg.study.objectives, cfg.study.directions, strict=True))
         self.constraints = dict(cfg.study.constraints or {})
         # TensorFlow is imported only now, after every cheap check has passed.
-        check = (lambda names: match_groups(cfg.space.groups or {}, names)) if check_layers else None
-        self.bench, self.training = build_workbench(cfg, check_layers=check)
+        def check(names: list[str]) -> None:
+            match_groups(cfg.space.groups or {}, names)  # raises on a group that matches no layer
+
+        self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None)
         self.space = self._space()
         s = cfg.study
         self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
@@ -123,12 +100,12 @@ class Sweep:
     def open_parent_run(self) -> tuple[str, bool]:
         """Create or reopen the study's parent run with its config, versions, reference and files."""
         cfg, bench, training = self.cfg, self.bench, self.training
-        check_objective_metric(self.study, bench.scorer.name)
+        record_objective_metric(self.study, bench.scorer.name)
         versions = {f"{TAG_VERSION_PREFIX}{p}": importlib.metadata.version(p) for p in VERSIONED}
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
         parent_id, resumed = self.tracker.open_study_run(
-            self.study.study_name, params={k: mask(str(v)) for k, v in _flatten(resolved).items()},
+            self.study.study_name, params={k: mask(str(v)) for k, v in flatten({str(k): v for k, v in resolved.items()}).items()},
             tags={**versions, TAG_SEED: str(cfg.study.seed), TAG_STORAGE: mask(str(cfg.study.storage)),
                   TAG_BASE_MODEL: training["cache_key"], TAG_METRIC: bench.scorer.name,
                   TAG_UNSUPPORTED_LAYERS: ",".join(training.get("unsupported_layers", [])) or "none"},
@@ -282,12 +259,13 @@ def _worker(container: dict[str, Any], space: SearchSpace, parent_run_id: str, t
     """One worker process: the same trial loop as a single-process sweep."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from litesweep.objectives.compat import limit_threads
+
     from litesweep.search.cli import MaskingStream, mask_logging
 
     limit_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
-    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)
     mask_logging()
     cfg = OmegaConf.create(container)
     sweep = Sweep(cfg, seed_offset=os.getpid())

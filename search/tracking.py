@@ -38,6 +38,18 @@ from litesweep.search.ledger import (
 from litesweep.search.preflight import mask
 
 
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → ``a.b.c`` keys (MLflow params are flat)."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def quiet_run_urls(uri: str) -> None:
     """Stop MLflow printing each run's URL as the run ends: two lines a trial, and with credentials in the
     tracking URI the URL would carry the password (then it is off whatever the user set)."""
@@ -75,7 +87,10 @@ class Tracker:
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except mlflow.exceptions.MlflowException:  # another worker created it first
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                created = self.client.get_experiment_by_name(experiment)
+                if created is None:
+                    raise
+                self.experiment_id = created.experiment_id
         else:
             self.experiment_id = found.experiment_id
         self.parent_run_id: str | None = None
@@ -262,7 +277,8 @@ def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes | st
         for name, content in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content if isinstance(content, bytes) else mask(content).encode())  # bytes are binary (.tflite, .png): kept exact
+            # bytes are binary (.tflite, .png): kept exact
+            path.write_bytes(content if isinstance(content, bytes) else mask(content).encode())
         client.log_artifacts(run_id, tmp, artifact_path)
 
 

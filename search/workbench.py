@@ -1,4 +1,8 @@
-"""Config → the per-process Workbench (objectives/): data, base model, latency backend, scorer."""
+"""Config → the per-process Workbench (objectives/): data, base model, latency backend, scorer.
+
+The ``data``, ``model``, ``finetune`` and ``latency`` nodes are ``objectives.settings`` classes in the
+schema, so ``config.settings`` (``OmegaConf.to_object``) gives the very objects ``objectives/`` takes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("litesweep")
-
-
-def data_source(data: DictConfig) -> Any:
-    """The ``objectives.data.Source`` a ``data`` config node describes."""
-    from litesweep.objectives.data import Source
-
-    fields = ("path", "dataset", "image_size", "color_mode", "rescale", "mean", "std")
-    return Source(data.source, **{k: OmegaConf.to_object(data[k]) if OmegaConf.is_config(data[k]) else data[k] for k in fields})
 
 
 def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] | None = None) -> tuple[Any, dict]:
@@ -33,42 +29,41 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     """
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.inventory import compressible_layers
-    from litesweep.objectives.measure import LatencyProtocol
-    from litesweep.objectives.models import CnnSpec, build_cnn, train_or_load
-    from litesweep.objectives.pipeline import FineTuneSettings, Workbench
+    from litesweep.objectives.models import build_cnn, train_or_load
+    from litesweep.objectives.pipeline import Workbench
+    from litesweep.objectives.settings import CnnSpec, FineTuneSettings, LatencyProtocol, Source
+    from litesweep.search.config import settings
     from litesweep.search.objective import scorer_from_config
 
-    data = load_dataset(data_source(cfg.data), name=cfg.data.name, val_fraction=cfg.data.val_fraction,
-                        test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, limit=cfg.data.limit)
-    if cfg.model.path:
+    data = load_dataset(settings(cfg.data, Source))
+    spec = settings(cfg.model, CnnSpec)
+    if spec.path:
         from litesweep.objectives.models import load_model
 
-        model, unsupported = load_model(cfg.model.path, trust_code=cfg.model.trust_code, custom_objects=list(cfg.model.custom_objects))
-        training = {"cache_key": f"file:{Path(cfg.model.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
+        model, unsupported = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
+        training = {"cache_key": f"file:{Path(spec.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(model)])
         if unsupported:
             log.warning("layers no technique supports, left float: %s", unsupported)
     else:
-        spec = CnnSpec(**{k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("name", "path", "trust_code", "custom_objects")})
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(build_cnn(spec, data.input_shape, data.num_classes))])
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
-    lat = cfg.latency
+    latency = settings(cfg.latency, LatencyProtocol)
     backend = None
-    if lat.backend == "command":
+    if latency.backend == "command":
         from litesweep.objectives.latency_command import CommandLatency
 
-        device = CommandLatency(command=lat.command, pattern=lat.pattern, unit=lat.unit, threads=lat.threads,
-                                timeout_s=lat.timeout_s, cache_dir=lat.cache_dir)
+        device = CommandLatency(command=latency.command or "", pattern=latency.pattern or "", unit=latency.unit, threads=latency.threads,
+                                timeout_s=latency.timeout_s, cache_dir=latency.cache_dir)
         device.validate()
 
         def backend(tflite: bytes) -> tuple[float, str]:
             result = device.measure(tflite)
             return result.latency_ms, "command (cached)" if result.cached else "command"
 
-    bench = Workbench(model, data, FineTuneSettings(**OmegaConf.to_container(cfg.finetune)),
-                      LatencyProtocol(lat.threads, lat.warmup, lat.min_runs, lat.max_runs, lat.max_seconds),
-                      latency_backend=backend, scorer=scorer_from_config(cfg.objective))
+    bench = Workbench(model, data, settings(cfg.finetune, FineTuneSettings), latency, latency_backend=backend,
+                      scorer=scorer_from_config(cfg.objective))
     return bench, training

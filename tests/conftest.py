@@ -33,7 +33,7 @@ QUICK_OVERRIDES = [
 ]
 
 
-def compose_quick(tmp: Path, *overrides: str):  # noqa: ANN201 - DictConfig
+def compose_quick(tmp: Path, *overrides: str):
     """The project's config with quick-tier settings and every path under ``tmp``."""
     from litesweep.search.cli import compose_config
     from litesweep.search.config import register_configs
@@ -43,7 +43,7 @@ def compose_quick(tmp: Path, *overrides: str):  # noqa: ANN201 - DictConfig
 
 
 @pytest.fixture(scope="session")
-def digits_bench(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Workbench
+def digits_bench(tmp_path_factory: pytest.TempPathFactory):
     """A Workbench on the digits data with the tiny CNN (trained once per session)."""
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.measure import LatencyProtocol

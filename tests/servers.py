@@ -49,6 +49,7 @@ def start_server(program: str, *args: str, env: dict[str, str] | None = None, he
         except OSError:
             pass
         if server.poll() is not None:
+            assert server.stdout is not None  # started with stdout=PIPE
             raise AssertionError(f"{program} {' '.join(args[:1])} exited: {server.stdout.read().decode()[-3000:]}")
         if time.time() > deadline:
             stop(server)

@@ -48,9 +48,10 @@ def quick(block: str) -> str:
 @pytest.fixture(scope="module")
 def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     """``my_model.keras`` and ``my_data.npz``, as a user's training script would leave them."""
+    from litesweep.objectives.compat import keras
+
     from sklearn.datasets import load_digits
 
-    from litesweep.objectives.compat import keras
     from litesweep.objectives.models import CnnSpec, build_cnn
 
     bunch = load_digits()
@@ -66,7 +67,7 @@ def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return folder, arrays
 
 
-def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> None:  # noqa: ANN001
+def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> None:
     from litesweep.objectives.data import Source, load_dataset
     from litesweep.objectives.measure import predict
 

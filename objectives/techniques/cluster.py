@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from litesweep.objectives.compat import keras, tf, tfmot
+
 import numpy as np
 
-from litesweep.objectives.compat import keras, tf, tfmot
-from litesweep.objectives.inventory import kernel_of
+from litesweep.objectives.inventory import kernel_of, require
 
 _clustering = tfmot.clustering.keras
 
@@ -22,6 +23,7 @@ def wrap_for_clustering(model: keras.Model, clusters: Mapping[str, int], preserv
 
     Layers in ``preserve_sparsity`` keep their zeros (sparsity-preserving clustering, for PCQAT).
     """
+    require(model, "cluster", [name for name, k in clusters.items() if k])
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         k = clusters.get(layer.name, 0)
@@ -80,8 +82,8 @@ class KeepClusters(keras.callbacks.Callback):
             nearest = tf.argmin(tf.abs(flat - centres[None, :]), axis=1)
             variable.assign(tf.reshape(tf.gather(centres, nearest), variable.shape))
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.apply()
 
-    def on_train_end(self, logs: dict | None = None) -> None:  # noqa: D102
+    def on_train_end(self, logs: dict | None = None) -> None:
         self.apply()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from litesweep.objectives.compat import keras, tf
+
+import numpy as np
 
 
 def pack_targets(labels: np.ndarray, teacher_logits: np.ndarray, num_classes: int) -> np.ndarray:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from litesweep.objectives.compat import keras, tf, tfmot
+
 import numpy as np
 
-from litesweep.objectives.compat import keras, tf, tfmot
-from litesweep.objectives.inventory import kernel_of
+from litesweep.objectives.inventory import kernel_of, require
 
 _sparsity = tfmot.sparsity.keras
 
@@ -21,6 +22,7 @@ def wrap_for_pruning(
     The returned model shares layer objects with ``model`` (TF-MOT's clone_function contract), so pass
     a disposable copy.
     """
+    require(model, "prune", [*(name for name, target in targets.items() if target > 0.0), *structured])
     end_step = max(int(end_step), 1)
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -81,10 +83,10 @@ class KeepMasks(keras.callbacks.Callback):
         for variable, mask in self._pairs:
             variable.assign(variable * mask)
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:  # noqa: D102
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.apply()
 
-    def on_train_end(self, logs: dict | None = None) -> None:  # noqa: D102
+    def on_train_end(self, logs: dict | None = None) -> None:
         self.apply()
 
 

@@ -19,20 +19,23 @@ import re
 import warnings
 from collections.abc import Mapping
 
-import numpy as np
-from ai_edge_quantizer import qtyping, recipe_manager
-from ai_edge_quantizer import quantizer as aeq
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+from litesweep.objectives.compat import aeq
+from litesweep.objectives.compat import aeq_flatbuffer as fb
+from litesweep.objectives.compat import aeq_qtyping as qtyping
+from litesweep.objectives.compat import aeq_recipes as recipe_manager
 
-from litesweep.objectives import compat  # noqa: F401 - sets TF_USE_LEGACY_KERAS before tflite_file imports TensorFlow
+import numpy as np
+
 from litesweep.objectives import tflite_file
 from litesweep.objectives.errors import ConfigError, DataError, ModelError
+from litesweep.objectives.policy import ACTIVATION_BITS, PTQ_MODES
 
-PTQ_MODES = ("float", "fp16", "weight_only", "dynamic", "static")
+#: Every recipe mode the quantizer applies: the integer ``PTQ_MODES`` a layer may choose, plus ``float``
+#: (left alone) and ``fp16``, the recipes that bit widths 32 and 16 map to.
+RECIPE_MODES: tuple[str, ...] = ("float", "fp16", *PTQ_MODES)
 #: Weight bit widths per integer mode. 2-bit weight-only is refused by the library's recipe checker;
 #: 2 bits only exist as dynamic (``dynamic_wi2c_afp32``). Static weights are int8 here.
 WEIGHT_BITS: dict[str, tuple[int, ...]] = {"weight_only": (4, 8), "dynamic": (2, 4, 8), "static": (8,)}
-ACTIVATION_BITS = (8, 16)
 #: The TFLite ops that hold a Conv2D / DepthwiseConv2D / Dense kernel (the library's op-name strings).
 KERNEL_OPS = (
     qtyping.TFLOperationName.FULLY_CONNECTED.value,
@@ -57,7 +60,7 @@ class PtqLayerRecipe:
     """How one layer is quantized after training.
 
     Attributes:
-        mode: one of ``PTQ_MODES``; ``float`` leaves the layer alone.
+        mode: one of ``RECIPE_MODES``; ``float`` leaves the layer alone.
         bits: weight bits: 4 or 8 for ``weight_only``, 2, 4 or 8 for ``dynamic`` (2 on Dense layers
             only, see ``RUNTIME_BROKEN``), 8 for ``static``. Ignored by ``float`` and ``fp16``.
         act_bits: activation bits for ``static`` (8 or 16); other modes keep float activations.
@@ -69,8 +72,8 @@ class PtqLayerRecipe:
 
     def validate(self, layer: str) -> None:
         """Raise ``ConfigError`` for a combination no op accepts (op-specific refusals surface in ``quantize_tflite``)."""
-        if self.mode not in PTQ_MODES:
-            raise ConfigError(f"layer '{layer}': ptq mode = {self.mode!r} is not supported; accepted: {list(PTQ_MODES)}")
+        if self.mode not in RECIPE_MODES:
+            raise ConfigError(f"layer '{layer}': ptq mode = {self.mode!r} is not supported; accepted: {list(RECIPE_MODES)}")
         if self.mode in WEIGHT_BITS and self.bits not in WEIGHT_BITS[self.mode]:
             hint = ""
             if self.mode == "weight_only" and self.bits == 2:
@@ -184,7 +187,7 @@ def _candidates() -> list[PtqLayerRecipe]:
     return recipes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def supported_recipes(op: str) -> tuple[PtqLayerRecipe, ...]:
     """The recipes ``quantize_tflite`` takes for ``op``: ``float``, plus those the library's own checker
     accepts for it, minus ``RUNTIME_BROKEN``. Lets a search space be checked before any trial.
@@ -278,7 +281,10 @@ def quantize_tflite(
             # Calibration and the library's check of its ranges keep every intermediate tensor on
             # purpose; the interpreter's debug-only warning about that is noise here.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-            qsvs = _calibrate(quantizer, model, calibration) if quantizer.need_calibration else None
+            qsvs = None
+            if quantizer.need_calibration:  # only static recipes need it, and those were refused above without data
+                assert calibration is not None
+                qsvs = _calibrate(quantizer, model, calibration)
             tflite = bytes(quantizer.quantize(qsvs, enable_progress_report=False).quantized_model)
     stored = tflite_file.weight_types(tflite, list(recipes))
     missing = [layer for layer in recipes if layer not in stored]

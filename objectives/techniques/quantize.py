@@ -8,46 +8,41 @@ annotated and stay float. Weightless layers between quantized ones (pooling, fla
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
-    default_n_bit_quantize_registry as nbit_registry,
-)
-from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
-    default_n_bit_quantize_scheme as nbit_scheme,
-)
+from litesweep.objectives.compat import keras, nbit_registry, nbit_scheme, tf, tfmot
 
-from litesweep.objectives.compat import keras, tf, tfmot
-from litesweep.objectives.inventory import kernel_of
+from litesweep.objectives.inventory import KERNEL_LAYERS, kernel_of, require
+from litesweep.objectives.policy import QAT_ACTIVATION_BITS
 
 _quant = tfmot.quantization.keras
-ACTIVATION_BITS = 8
 
 
-def _quantize_config(layer: keras.layers.Layer, weight_bits: int):  # noqa: ANN202 - TF-MOT QuantizeConfig
+def _quantize_config(layer: keras.layers.Layer, weight_bits: int) -> Any:  # a TF-MOT QuantizeConfig (untyped)
     # The registry writes its bit width into class-level _QuantizeInfo objects shared by every
     # registry (TF-MOT 0.8.1), so the last registry built decides Dense layers' bits. Build one
     # right before each lookup, then check the config really carries the width asked for.
-    registry = nbit_registry.DefaultNBitQuantizeRegistry(num_bits_weight=weight_bits, num_bits_activation=ACTIVATION_BITS)
+    registry = nbit_registry.DefaultNBitQuantizeRegistry(num_bits_weight=weight_bits, num_bits_activation=QAT_ACTIVATION_BITS)
     return registry.get_quantize_config(layer)
 
 
 def wrap_for_qat(model: keras.Model, weight_bits: Mapping[str, int]) -> keras.Model:
     """Return a QAT model where each layer in ``weight_bits`` fake-quantizes its weights to that width."""
-    weighted = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    require(model, "quantize", weight_bits)
     probe = nbit_registry.DefaultNBitQuantizeRegistry()
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in weight_bits:
             config = _quantize_config(layer, weight_bits[layer.name])
             return _quant.quantize_annotate_layer(layer, quantize_config=config)
-        if not isinstance(layer, (*weighted, keras.layers.InputLayer)) and probe.supports(layer):
+        if not isinstance(layer, (*KERNEL_LAYERS, keras.layers.InputLayer)) and probe.supports(layer):
             return _quant.quantize_annotate_layer(layer, quantize_config=_quantize_config(layer, 8))
         return layer
 
     with _quant.quantize_scope():
         annotated = keras.models.clone_model(model, clone_function=annotate)
         qat = _quant.quantize_apply(
-            annotated, nbit_scheme.DefaultNBitQuantizeScheme(num_bits_weight=8, num_bits_activation=ACTIVATION_BITS)
+            annotated, nbit_scheme.DefaultNBitQuantizeScheme(num_bits_weight=8, num_bits_activation=QAT_ACTIVATION_BITS)
         )
     for name, bits in weight_bits.items():
         quantizer = qat.get_layer(f"quant_{name}").quantize_config.weight_quantizer

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from litesweep.objectives.compat import keras
+
 import numpy as np
 
-from litesweep.objectives.compat import keras
 from litesweep.objectives.errors import ModelError
+from litesweep.objectives.inventory import require
 
 _PASS_THROUGH = (
     keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Activation, keras.layers.ReLU,
@@ -23,7 +25,7 @@ _PASS_THROUGH = (
 
 def keep_count(total: int, width: float) -> int:
     """How many of ``total`` filters a width multiplier keeps (at least one)."""
-    return max(1, int(round(total * width)))
+    return max(1, round(total * width))
 
 
 def _top_filters(kernel: np.ndarray, keep: int) -> np.ndarray:
@@ -35,10 +37,12 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
     """A student where each layer in ``widths`` keeps that share of its filters/units.
 
     Raises:
-        ModelError: the model is not a chain, or a shrunk layer's kind is not supported.
+        ConfigError: a layer in ``widths`` is missing or takes no width (``inventory.SUPPORTED_LAYERS``).
+        ModelError: the model is not a chain, or a layer cannot pass a narrower tensor through.
     """
     if not widths:
         return model
+    require(model, "width", widths)
     inputs = keras.Input(shape=model.input_shape[1:], name=model.layers[0].name)
     x = inputs
     kept: np.ndarray | None = None  # indices of the current tensor's last axis still present
@@ -58,9 +62,7 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
                 config["filters" if "filters" in config else "units"] = len(out)
             rest = [w[out] if out is not None else w for w in weights[1:]]
             weights, kept = [kernel, *rest], out
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            if layer.name in widths:
-                raise ModelError(f"layer '{layer.name}' (DepthwiseConv2D) follows its input's width; set the width on the layer before it")
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):  # follows its input's width
             if kept is not None:
                 weights = [np.take(weights[0], kept, axis=2), *[w[kept] for w in weights[1:]]]
         elif isinstance(layer, keras.layers.BatchNormalization):
@@ -70,9 +72,8 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
             if kept is not None:
                 h, w, c = layer.input_shape[1:]
                 kept = np.array([(i * w + j) * c + k for i in range(h) for j in range(w) for k in kept])
-        elif not isinstance(layer, _PASS_THROUGH):
-            if kept is not None:
-                raise ModelError(f"width multipliers cannot pass through layer '{layer.name}' ({type(layer).__name__})")
+        elif not isinstance(layer, _PASS_THROUGH) and kept is not None:
+            raise ModelError(f"width multipliers cannot pass through layer '{layer.name}' ({type(layer).__name__})")
         clone = type(layer).from_config(config)
         x = clone(x)
         new_weights.append((clone, weights))

@@ -25,13 +25,13 @@ def digit_images() -> dict[str, np.ndarray]:
 def _write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
     from PIL import Image
 
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / f"class_{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
 
 
-def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(digit_images, digits_bench, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(digit_images, digits_bench, tmp_path: Path) -> None:
     np.savez(tmp_path / "digits.npz", **digit_images)
     _write_folder(tmp_path / "folder" / "train", digit_images["x_train"], digit_images["y_train"])
     _write_folder(tmp_path / "folder" / "test", digit_images["x_test"], digit_images["y_test"])
@@ -43,7 +43,7 @@ def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(
     assert from_npz.x_test.max() == pytest.approx(240 / 255)
     # Folder order is by class, npz order by index: compare as sorted sets of (image, label) rows.
     def rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
-        return sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y))
+        return sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y, strict=True))
     assert rows(from_npz.x_test, from_npz.y_test) == rows(from_folder.x_test, from_folder.y_test)
     assert len(from_folder.y_train) + len(from_folder.y_val) == 1400
 
@@ -55,18 +55,18 @@ def test_a_folder_and_an_npz_of_the_same_images_give_the_same_data_and_accuracy(
     assert npz_accuracy == folder_accuracy > 0.5
 
 
-def test_npz_preprocessing_is_configurable_and_one_hot_labels_are_read(digit_images, tmp_path: Path) -> None:  # noqa: ANN001
+def test_npz_preprocessing_is_configurable_and_one_hot_labels_are_read(digit_images, tmp_path: Path) -> None:
     one_hot = {**digit_images, "y_train": np.eye(10)[digit_images["y_train"]], "x_val": digit_images["x_test"][:50],
                "y_val": digit_images["y_test"][:50]}
     np.savez(tmp_path / "d.npz", **one_hot)
-    data = load_dataset(Source("npz", path=str(tmp_path / "d.npz"), rescale=1 / 240, mean=[0.5], std=[0.5]))
+    data = load_dataset(Source("npz", path=str(tmp_path / "d.npz"), rescale=1 / 240, mean=(0.5,), std=(0.5,)))
     assert len(data.y_val) == 50 and len(data.y_train) == 1400, "the file's own validation split is kept"
     assert sorted(data.y_train.tolist()) == sorted(digit_images["y_train"].tolist()), "one-hot rows read as class ids"
     assert data.x_train.min() == pytest.approx(-1.0) and data.x_train.max() == pytest.approx(1.0)
     assert set(np.unique(data.y_train)) == set(range(10))
 
 
-def test_keras_datasets_are_read_from_local_idx_files(digit_images, tmp_path: Path) -> None:  # noqa: ANN001
+def test_keras_datasets_are_read_from_local_idx_files(digit_images, tmp_path: Path) -> None:
     images = np.zeros((3, 28, 28), np.uint8)
     images[1, 5, 7] = 255
     for prefix, count in (("train", 3), ("t10k", 3)):
@@ -105,7 +105,7 @@ def test_the_default_data_is_mlxtends_five_thousand_mnist_digits_split_the_same_
     assert sum(sizes) == 5000 and sizes == (3500, 500, 1000)  # fractions of the 5,000
     assert first.input_shape == (28, 28, 1) and first.num_classes == 10
     assert set(np.unique(first.y_train)) == set(range(10))
-    assert 0.0 <= first.x_train.min() and first.x_train.max() <= 1.0
+    assert first.x_train.min() >= 0.0 and first.x_train.max() <= 1.0
     assert np.array_equal(first.x_test, again.x_test) and np.array_equal(first.y_train, again.y_train)
     assert not np.array_equal(first.y_test, other.y_test), "another seed, another split"
     # No image is in two splits.
@@ -121,7 +121,7 @@ def test_the_base_model_is_trained_once_and_then_read_from_the_cache(tmp_path: P
     model, trained = train_or_load(spec, data, tmp_path)
     again, cached = train_or_load(spec, data, tmp_path)
     assert trained["cached"] is False and cached["cached"] is True and cached["cache_key"] == trained["cache_key"]
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights(), strict=True))
     _, wider = train_or_load(CnnSpec(conv_filters=(6,), dense_units=(8,), max_epochs=2, patience=1), data, tmp_path)
     _, fewer = train_or_load(spec, load_dataset("digits", val_fraction=0.15, test_fraction=0.25, limit=900), tmp_path)
     assert len({trained["cache_key"], wider["cache_key"], fewer["cache_key"]}) == 3, "key = hash of config and data"

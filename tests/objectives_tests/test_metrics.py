@@ -47,7 +47,7 @@ def test_bad_builtin_scorer(name: str, k: int, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def four_bit(digits_bench):  # noqa: ANN001, ANN201
+def four_bit(digits_bench):
     """Every layer 4-bit weight-only, post-training (no training: deterministic), through Workbench.run."""
     from litesweep.objectives.policy import LayerPolicy, Policy
 
@@ -55,7 +55,7 @@ def four_bit(digits_bench):  # noqa: ANN001, ANN201
     return digits_bench.run(policy)
 
 
-def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(digits_bench, four_bit) -> None:  # noqa: ANN001
+def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(digits_bench, four_bit) -> None:
     from litesweep.objectives.measure import predict
     from litesweep.objectives.pipeline import Workbench
 
@@ -80,7 +80,7 @@ def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(dig
     assert measured.accuracy != four_bit.metrics.accuracy
 
 
-def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit) -> None:  # noqa: ANN001
+def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit) -> None:
     from litesweep.objectives.measure import measure
 
     def score(k: int) -> float:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 
+from litesweep.objectives.compat import litert, tf
+
 import numpy as np
 import pytest
 
 from litesweep.objectives import tflite_file
-from litesweep.objectives.compat import litert, tf
 from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 
 
 @pytest.fixture(scope="module")
-def mixed_trial(digits_bench):  # noqa: ANN001, ANN201
+def mixed_trial(digits_bench):
     """conv1 4-bit, fc1 8-bit and 60% sparse, logits left float; distilled."""
     before = [w.copy() for w in digits_bench.base_model.get_weights()]
     policy = Policy(
@@ -24,7 +25,7 @@ def mixed_trial(digits_bench):  # noqa: ANN001, ANN201
     return policy, digits_bench.run(policy), before
 
 
-def test_four_bit_layer_is_packed_int4_in_the_file(mixed_trial) -> None:  # noqa: ANN001
+def test_four_bit_layer_is_packed_int4_in_the_file(mixed_trial) -> None:
     _, output, _ = mixed_trial
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -37,7 +38,7 @@ def test_four_bit_layer_is_packed_int4_in_the_file(mixed_trial) -> None:  # noqa
     assert output.weight_types == {"conv1": "INT4", "fc1": "INT8", "logits": "FLOAT32"}
 
 
-def test_achieved_sparsity_in_the_file_is_within_two_points(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+def test_achieved_sparsity_in_the_file_is_within_two_points(mixed_trial, digits_bench) -> None:
     _, output, _ = mixed_trial
     kernel_shape = digits_bench.base_model.get_layer("fc1").kernel.shape[::-1]  # TFLite stores (units, inputs)
     interpreter = litert.Interpreter(model_content=output.tflite)
@@ -49,14 +50,14 @@ def test_achieved_sparsity_in_the_file_is_within_two_points(mixed_trial, digits_
     assert abs(output.achieved_sparsity["fc1"] - 0.6) <= 0.02
 
 
-def test_base_model_is_unchanged_by_a_trial(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+def test_base_model_is_unchanged_by_a_trial(mixed_trial, digits_bench) -> None:
     _, _, before = mixed_trial
     after = digits_bench.base_model.get_weights()
     assert len(before) == len(after)
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def test_remeasuring_the_file_gives_the_same_metrics(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+def test_remeasuring_the_file_gives_the_same_metrics(mixed_trial, digits_bench) -> None:
     _, output, _ = mixed_trial
     again = digits_bench.measure(output.tflite).metrics
     assert again.accuracy == output.metrics.accuracy
@@ -67,14 +68,14 @@ def test_remeasuring_the_file_gives_the_same_metrics(mixed_trial, digits_bench) 
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     hits = 0
-    for x, y in zip(digits_bench.data.x_test, digits_bench.data.y_test):
+    for x, y in zip(digits_bench.data.x_test, digits_bench.data.y_test, strict=True):
         interpreter.set_tensor(inp["index"], x[None].astype(np.float32))
         interpreter.invoke()
         hits += int(np.argmax(interpreter.get_tensor(out["index"])) == y)
     assert abs(hits / len(digits_bench.data.y_test) - output.metrics.accuracy) <= 0.01
 
 
-def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:  # noqa: ANN001
+def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:
     _, output, _ = mixed_trial
     m = output.metrics
     assert 0.5 < m.accuracy <= 1.0
@@ -86,7 +87,7 @@ def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:  # noqa: A
     assert set(output.timings) == {"prepare", "finetune", "convert", "evaluate"}
 
 
-def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None:  # noqa: ANN001
+def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None:
     """EXPERIMENTAL_SPARSITY at conversion: the pruned kernel is sparse-encoded in the file, and the file shrinks."""
     layers = {"conv1": LayerPolicy(bits=8), "logits": LayerPolicy(bits=8)}
     dense = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8)}))
@@ -99,14 +100,14 @@ def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None
     assert digits_bench.measure(sparse.tflite).metrics.accuracy == sparse.metrics.accuracy
 
 
-def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:  # noqa: ANN001
+def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:
     from litesweep.objectives.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'conv9' is not a compressible layer"):
         digits_bench.check(Policy({"conv9": LayerPolicy(bits=8)}))
 
 
-def test_a_depthwise_separable_model_is_pruned_clustered_and_quantized(tmp_path) -> None:  # noqa: ANN001
+def test_a_depthwise_separable_model_is_pruned_clustered_and_quantized(tmp_path) -> None:
     """MobileNet-style layers keep their weights in ``depthwise_kernel``; every technique must find them."""
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.measure import LatencyProtocol

@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 import time
 
+from litesweep.objectives.compat import aeq as quantizer
+from litesweep.objectives.compat import aeq_qtyping as qtyping
+from litesweep.objectives.compat import keras
+from litesweep.objectives.compat import tflite_schema as schema
+
 import numpy as np
 import pytest
-from ai_edge_quantizer import qtyping, quantizer
 
 from litesweep.objectives import convert, tflite_file
-from litesweep.objectives.compat import keras
 from litesweep.objectives.errors import ConfigError, DataError
 from litesweep.objectives.models import fresh_copy
 from litesweep.objectives.techniques.ptq import PtqLayerRecipe, kernel_ops, quantize_tflite, supported_recipes
-
-# Only after objectives.compat, which sets TF_USE_LEGACY_KERAS before TensorFlow first loads.
-from tensorflow.lite.python import schema_py_generated as schema  # noqa: I001
 
 LAYERS = ["conv1", "fc1", "logits"]
 _OP_NAMES = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
@@ -28,18 +28,19 @@ def _ops(tflite: bytes) -> list[tuple[str, list[tuple[str, str] | None], list[tu
     model = schema.Model.GetRootAsModel(tflite, 0)
     graph = model.Subgraphs(0)
 
-    def tensor(index: int) -> tuple[str, str] | None:
-        if index < 0:
-            return None
+    def tensor(index: int) -> tuple[str, str]:
         t = graph.Tensors(index)
         return t.Name().decode(), _TYPE_NAMES[t.Type()]
+
+    def optional(index: int) -> tuple[str, str] | None:  # index -1: an optional input the op leaves out
+        return None if index < 0 else tensor(index)
 
     ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())
         name = _OP_NAMES[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
-        ops.append((name, [tensor(op.Inputs(j)) for j in range(op.InputsLength())],
+        ops.append((name, [optional(op.Inputs(j)) for j in range(op.InputsLength())],
                     [tensor(op.Outputs(j)) for j in range(op.OutputsLength())]))
     return ops
 
@@ -47,7 +48,7 @@ def _ops(tflite: bytes) -> list[tuple[str, list[tuple[str, str] | None], list[tu
 def _kernel_op(tflite: bytes, layer: str) -> tuple[str, list, list]:
     """The FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D op whose weight input names the layer."""
     found = [op for op in _ops(tflite)
-             if op[0] in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") and f"/{layer}/" in op[1][1][0]]
+             if op[0] in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") and op[1][1] is not None and f"/{layer}/" in op[1][1][0]]
     assert len(found) == 1, f"expected one kernel op for {layer}, found {len(found)}"
     return found[0]
 
@@ -59,7 +60,7 @@ def _kernel_type(tflite: bytes, layer: str) -> str:
     return types.pop()
 
 
-def _accuracy(bench, tflite: bytes) -> float:  # noqa: ANN001
+def _accuracy(bench, tflite: bytes) -> float:
     return bench.measure(tflite).metrics.accuracy
 
 
@@ -78,14 +79,14 @@ def toy_tflite() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def calibration(digits_bench) -> np.ndarray:  # noqa: ANN001
+def calibration(digits_bench) -> np.ndarray:
     return digits_bench.data.x_train[:128]
 
 
 # --- finding layers in the file -------------------------------------------------------------------
 
 
-def test_each_layer_regex_matches_its_own_op_only(digits_bench) -> None:  # noqa: ANN001
+def test_each_layer_regex_matches_its_own_op_only(digits_bench) -> None:
     ref = digits_bench.reference.tflite
     ops = kernel_ops(ref, LAYERS)
     assert {layer: [op.op for op in found] for layer, found in ops.items()} == {
@@ -101,7 +102,7 @@ def test_each_layer_regex_matches_its_own_op_only(digits_bench) -> None:  # noqa
     assert ops["logits"][0].regex == r"^StatefulPartitionedCall:0;$"
 
 
-def test_conv1_and_conv10_are_told_apart(toy_tflite) -> None:  # noqa: ANN001
+def test_conv1_and_conv10_are_told_apart(toy_tflite) -> None:
     result = quantize_tflite(toy_tflite, {"conv1": PtqLayerRecipe("dynamic", 4)})
     assert result.quantized == {"conv1": "INT4"}
     assert tflite_file.weight_types(result.tflite, ["conv10", "dw1", "fc1", "logits"]) == dict.fromkeys(
@@ -114,7 +115,7 @@ def test_conv1_and_conv10_are_told_apart(toy_tflite) -> None:  # noqa: ANN001
 # --- what each mode puts in the file ---------------------------------------------------------------
 
 
-def test_four_bit_weight_only_layers_are_int4_and_accurate(digits_bench) -> None:  # noqa: ANN001
+def test_four_bit_weight_only_layers_are_int4_and_accurate(digits_bench) -> None:
     ref = digits_bench.reference
     recipes = {"conv1": PtqLayerRecipe("weight_only", 4), "fc1": PtqLayerRecipe("weight_only", 4), "logits": PtqLayerRecipe("float")}
     result = quantize_tflite(ref.tflite, recipes)
@@ -122,13 +123,13 @@ def test_four_bit_weight_only_layers_are_int4_and_accurate(digits_bench) -> None
     assert result.fallback == []
     assert [_kernel_type(result.tflite, layer) for layer in LAYERS] == ["INT4", "INT4", "FLOAT32"]
     # Weight-only: the int4 kernel is dequantized to float before a float op.
-    dequantized = {inputs[0][0] for name, inputs, _ in _ops(result.tflite) if name == "DEQUANTIZE"}
+    dequantized = {inputs[0][0] for name, inputs, _ in _ops(result.tflite) if name == "DEQUANTIZE" and inputs[0] is not None}
     assert dequantized == {"base_cnn/conv1/Conv2D", "base_cnn/fc1/MatMul"}
     assert len(result.tflite) < 0.5 * len(ref.tflite)
     assert _accuracy(digits_bench, result.tflite) >= ref.accuracy - 0.1
 
 
-def test_eight_bit_dynamic_layers_are_int8_fed_float_activations(digits_bench) -> None:  # noqa: ANN001
+def test_eight_bit_dynamic_layers_are_int8_fed_float_activations(digits_bench) -> None:
     ref = digits_bench.reference
     result = quantize_tflite(ref.tflite, dict.fromkeys(LAYERS, PtqLayerRecipe("dynamic", 8)))
     assert result.quantized == dict.fromkeys(LAYERS, "INT8")
@@ -139,7 +140,7 @@ def test_eight_bit_dynamic_layers_are_int8_fed_float_activations(digits_bench) -
     assert _accuracy(digits_bench, result.tflite) >= ref.accuracy - 0.05
 
 
-def test_two_bit_dynamic_dense_layer_is_int2_and_runs(digits_bench) -> None:  # noqa: ANN001
+def test_two_bit_dynamic_dense_layer_is_int2_and_runs(digits_bench) -> None:
     ref = digits_bench.reference
     recipes = {"conv1": PtqLayerRecipe("float"), "fc1": PtqLayerRecipe("dynamic", 2), "logits": PtqLayerRecipe("float")}
     result = quantize_tflite(ref.tflite, recipes)
@@ -151,7 +152,7 @@ def test_two_bit_dynamic_dense_layer_is_int2_and_runs(digits_bench) -> None:  # 
     assert measurement.metrics.accuracy > 0.3
 
 
-def test_eight_bit_static_layers_have_int8_weights_and_activations(digits_bench, calibration) -> None:  # noqa: ANN001
+def test_eight_bit_static_layers_have_int8_weights_and_activations(digits_bench, calibration) -> None:
     ref = digits_bench.reference
     result = quantize_tflite(ref.tflite, dict.fromkeys(LAYERS, PtqLayerRecipe("static", 8, 8)), calibration)
     assert result.quantized == dict.fromkeys(LAYERS, "INT8")
@@ -160,12 +161,13 @@ def test_eight_bit_static_layers_have_int8_weights_and_activations(digits_bench,
         assert [t[1] for t in inputs] == ["INT8", "INT8", "INT32"], layer  # activation, kernel, bias
         assert outputs[0][1] == "INT8", layer
     ops = _ops(result.tflite)  # the model's own input and output stay float: quantized at the edges
-    assert ops[0][0] == "QUANTIZE" and ops[0][1][0][1] == "FLOAT32"
+    model_input = ops[0][1][0]
+    assert ops[0][0] == "QUANTIZE" and model_input is not None and model_input[1] == "FLOAT32"
     assert ops[-1][0] == "DEQUANTIZE" and ops[-1][2][0][1] == "FLOAT32"
     assert _accuracy(digits_bench, result.tflite) >= ref.accuracy - 0.1
 
 
-def test_static_with_sixteen_bit_activations(digits_bench, calibration) -> None:  # noqa: ANN001
+def test_static_with_sixteen_bit_activations(digits_bench, calibration) -> None:
     ref = digits_bench.reference
     result = quantize_tflite(ref.tflite, {"fc1": PtqLayerRecipe("static", 8, 16)}, calibration)
     assert result.quantized == {"fc1": "INT8"}
@@ -175,7 +177,7 @@ def test_static_with_sixteen_bit_activations(digits_bench, calibration) -> None:
     assert _accuracy(digits_bench, result.tflite) >= ref.accuracy - 0.05
 
 
-def test_fp16_layers_are_float16_and_lossless(digits_bench) -> None:  # noqa: ANN001
+def test_fp16_layers_are_float16_and_lossless(digits_bench) -> None:
     ref = digits_bench.reference
     result = quantize_tflite(ref.tflite, dict.fromkeys(LAYERS, PtqLayerRecipe("fp16")))
     assert result.quantized == dict.fromkeys(LAYERS, "FLOAT16")
@@ -183,7 +185,7 @@ def test_fp16_layers_are_float16_and_lossless(digits_bench) -> None:  # noqa: AN
     assert abs(_accuracy(digits_bench, result.tflite) - ref.accuracy) <= 0.01
 
 
-def test_all_float_recipes_leave_the_file_untouched(digits_bench) -> None:  # noqa: ANN001
+def test_all_float_recipes_leave_the_file_untouched(digits_bench) -> None:
     ref = digits_bench.reference.tflite
     result = quantize_tflite(ref, dict.fromkeys(LAYERS, PtqLayerRecipe("float")))
     assert result.tflite == ref
@@ -191,7 +193,7 @@ def test_all_float_recipes_leave_the_file_untouched(digits_bench) -> None:  # no
     assert result.fallback == []
 
 
-def test_sparse_encoded_kernel_is_reported_as_fallback(digits_bench) -> None:  # noqa: ANN001
+def test_sparse_encoded_kernel_is_reported_as_fallback(digits_bench) -> None:
     """A pruned layer stored sparse (EXPERIMENTAL_SPARSITY) reaches its op through DENSIFY, not as a
     constant: ai-edge-quantizer silently leaves it float, and the result must say so."""
     model = fresh_copy(digits_bench.base_model)
@@ -207,7 +209,7 @@ def test_sparse_encoded_kernel_is_reported_as_fallback(digits_bench) -> None:  #
     assert abs(_accuracy(digits_bench, result.tflite) - _accuracy(digits_bench, sparse)) <= 0.05
 
 
-def test_quantization_takes_milliseconds(digits_bench, calibration) -> None:  # noqa: ANN001
+def test_quantization_takes_milliseconds(digits_bench, calibration) -> None:
     ref = digits_bench.reference.tflite
     for recipes, data, budget in ((dict.fromkeys(LAYERS, PtqLayerRecipe("dynamic", 4)), None, 0.5),
                                   (dict.fromkeys(LAYERS, PtqLayerRecipe("static")), calibration, 1.0)):
@@ -230,14 +232,14 @@ def test_quantization_takes_milliseconds(digits_bench, calibration) -> None:  # 
     (PtqLayerRecipe("dynamic", 8, 16), "act_bits = 16"),
     (PtqLayerRecipe("int8"), "'int8'"),
 ])
-def test_unsupported_combinations_raise_one_line_config_errors(digits_bench, recipe, value) -> None:  # noqa: ANN001
+def test_unsupported_combinations_raise_one_line_config_errors(digits_bench, recipe, value) -> None:
     with pytest.raises(ConfigError, match="accepted") as info:
         quantize_tflite(digits_bench.reference.tflite, {"fc1": recipe})
     message = str(info.value)
     assert "'fc1'" in message and value in message and "\n" not in message
 
 
-def test_op_specific_refusal_names_layer_op_and_what_the_op_accepts(toy_tflite) -> None:  # noqa: ANN001
+def test_op_specific_refusal_names_layer_op_and_what_the_op_accepts(toy_tflite) -> None:
     with pytest.raises(ConfigError, match=r"layer 'dw1' \(DEPTHWISE_CONV_2D\): weight_only 4-bit .*checker.*dynamic 8-bit"):
         quantize_tflite(toy_tflite, {"dw1": PtqLayerRecipe("weight_only", 4)})
     assert quantize_tflite(toy_tflite, {"dw1": PtqLayerRecipe("dynamic", 8)}).quantized == {"dw1": "INT8"}
@@ -248,7 +250,7 @@ def test_op_specific_refusal_names_layer_op_and_what_the_op_accepts(toy_tflite) 
     assert "dynamic 2-bit" not in conv and "dynamic 2-bit" in {r.describe() for r in supported_recipes("FULLY_CONNECTED")}
 
 
-def test_two_bit_conv_is_refused_because_litert_computes_it_wrong(digits_bench) -> None:  # noqa: ANN001
+def test_two_bit_conv_is_refused_because_litert_computes_it_wrong(digits_bench) -> None:
     """The library accepts and correctly writes an INT2 CONV_2D filter, but LiteRT 2.3 returns garbage for
     it (4 bits on the same layer are fine). If the last assert fails, LiteRT was fixed: drop the entry
     in ``ptq.RUNTIME_BROKEN``."""
@@ -265,7 +267,7 @@ def test_two_bit_conv_is_refused_because_litert_computes_it_wrong(digits_bench) 
     assert _accuracy(digits_bench, int2) < 0.5  # the same weights fake-quantized to 2 bits in Keras: about 0.93
 
 
-def test_unknown_layer_and_missing_or_bad_calibration(digits_bench) -> None:  # noqa: ANN001
+def test_unknown_layer_and_missing_or_bad_calibration(digits_bench) -> None:
     ref = digits_bench.reference.tflite
     with pytest.raises(ConfigError, match="layer 'conv9'"):
         quantize_tflite(ref, {"conv9": PtqLayerRecipe("dynamic", 8)})
@@ -275,7 +277,7 @@ def test_unknown_layer_and_missing_or_bad_calibration(digits_bench) -> None:  # 
         quantize_tflite(ref, {"fc1": PtqLayerRecipe("static")}, np.zeros((8, 4, 4, 1), np.float32))
 
 
-def test_mixed_method_fine_tunes_sparse_then_applies_post_training_recipes(digits_bench, calibration) -> None:  # noqa: ANN001
+def test_mixed_method_fine_tunes_sparse_then_applies_post_training_recipes(digits_bench, calibration) -> None:
     """``method=mixed``: float pruning with distillation, then per-layer recipes on the float file."""
     from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from litesweep.objectives.compat import litert
+
 import numpy as np
 import pytest
 
 from litesweep.objectives import tflite_file
-from litesweep.objectives.compat import litert
 from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 from litesweep.objectives.techniques.prune import holds_2_by_4
 
@@ -20,12 +21,12 @@ def _kernel_in_file(tflite: bytes, layer: str, shape: tuple[int, ...]) -> np.nda
     return interpreter.get_tensor(found[0]["index"])
 
 
-def _fc1_file_shape(bench) -> tuple[int, int]:  # noqa: ANN001
+def _fc1_file_shape(bench) -> tuple[int, int]:
     return tuple(bench.base_model.get_layer("fc1").kernel.shape[::-1])
 
 
 @pytest.mark.parametrize(("bits", "sparsity"), [(8, 0.0), (8, 0.5), (32, 0.0)], ids=["cqat-int8", "pcqat-int8", "float"])
-def test_a_clustered_layer_has_at_most_k_distinct_values_in_the_file(digits_bench, bits: int, sparsity: float) -> None:  # noqa: ANN001
+def test_a_clustered_layer_has_at_most_k_distinct_values_in_the_file(digits_bench, bits: int, sparsity: float) -> None:
     k = 8
     # conv1 at 4 bits keeps the converter's sparse encoding off, so fc1 is stored dense and readable.
     policy = Policy({"conv1": LayerPolicy(bits=4), "fc1": LayerPolicy(bits=bits, sparsity=sparsity, clusters=k)},
@@ -38,7 +39,7 @@ def test_a_clustered_layer_has_at_most_k_distinct_values_in_the_file(digits_benc
     assert output.metrics.accuracy > 0.5
 
 
-def test_a_2_by_4_layer_holds_the_pattern_in_the_file(digits_bench) -> None:  # noqa: ANN001
+def test_a_2_by_4_layer_holds_the_pattern_in_the_file(digits_bench) -> None:
     policy = Policy({"conv1": LayerPolicy(bits=4), "fc1": LayerPolicy(bits=8, structure="2:4")})
     output = digits_bench.run(policy)
     kernel = _kernel_in_file(output.tflite, "fc1", _fc1_file_shape(digits_bench))  # (units, inputs)
@@ -47,7 +48,7 @@ def test_a_2_by_4_layer_holds_the_pattern_in_the_file(digits_bench) -> None:  # 
     assert output.achieved_sparsity["fc1"] == pytest.approx(0.5, abs=0.01)
 
 
-def test_ideal_size_and_bitops_follow_the_policy(digits_bench) -> None:  # noqa: ANN001
+def test_ideal_size_and_bitops_follow_the_policy(digits_bench) -> None:
     ref = digits_bench.reference.measurement.metrics
     output = digits_bench.run(Policy({name: LayerPolicy(bits=4) for name in ("conv1", "fc1", "logits")}))
     m = output.metrics
@@ -60,7 +61,7 @@ def test_ideal_size_and_bitops_follow_the_policy(digits_bench) -> None:  # noqa:
 
 
 @pytest.fixture(scope="module")
-def wide_bench(tmp_path_factory):  # noqa: ANN001, ANN201
+def wide_bench(tmp_path_factory):
     """A wider CNN on the digits, so that latency differences are far above timer noise."""
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.measure import LatencyProtocol
@@ -73,7 +74,7 @@ def wide_bench(tmp_path_factory):  # noqa: ANN001, ANN201
     return Workbench(model, data, FineTuneSettings(prune_epochs=3), LatencyProtocol(min_runs=200, max_runs=2000, max_seconds=1.0))
 
 
-def test_a_narrower_student_has_fewer_filters_and_lower_latency(wide_bench) -> None:  # noqa: ANN001
+def test_a_narrower_student_has_fewer_filters_and_lower_latency(wide_bench) -> None:
     same_bits = {name: LayerPolicy(bits=8) for name in ("conv1", "conv2", "fc1", "logits")}
     teacher = wide_bench.run(Policy(same_bits))
     narrow = {name: LayerPolicy(bits=8, width=0.25) for name in ("conv1", "conv2", "fc1")}
@@ -87,7 +88,7 @@ def test_a_narrower_student_has_fewer_filters_and_lower_latency(wide_bench) -> N
     assert student.metrics.accuracy > 0.5
 
 
-def test_post_training_trial_records_what_the_file_holds(digits_bench) -> None:  # noqa: ANN001
+def test_post_training_trial_records_what_the_file_holds(digits_bench) -> None:
     policy = Policy({"conv1": LayerPolicy(bits=4, ptq_mode="dynamic"),
                      "fc1": LayerPolicy(bits=8, act_bits=16, ptq_mode="static"),
                      "logits": LayerPolicy(bits=16)}, method="ptq")
@@ -100,7 +101,7 @@ def test_post_training_trial_records_what_the_file_holds(digits_bench) -> None: 
     assert output.metrics.accuracy >= digits_bench.reference.accuracy - 0.05
 
 
-def test_every_recipe_the_workbench_offers_is_accepted_by_the_quantizer(digits_bench) -> None:  # noqa: ANN001
+def test_every_recipe_the_workbench_offers_is_accepted_by_the_quantizer(digits_bench) -> None:
     from litesweep.objectives.policy import parse_recipe
 
     support = digits_bench.ptq_recipes()

@@ -34,7 +34,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             super().__init__()
             self.dense = keras.layers.Dense(10)
 
-        def call(self, x):  # noqa: ANN001, ANN201
+        def call(self, x):
             return self.dense(keras.layers.Flatten()(x))
 
     files = {"mnist_shape": root / "mnist.keras", "five_outputs": root / "five.keras", "lambda_keras": root / "lambda.keras",
@@ -60,22 +60,29 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 #: (case, overrides from the model files and the output dir, what the line names, what it says is accepted).
 #: ``o.parent / "locked"`` is a folder nobody may write (0o555), created for every row.
 CASES = [
-    ("missing model file", lambda m, o: [f"model.path={o}/nope.keras"], "model.path = '", "does not exist; accepted: a .keras or .h5 file"),
-    ("not a Keras model", lambda m, o: [f"model.path={m['not_a_model']}"], "is not a Keras model Keras can load", "accepted: a .keras or .h5"),
-    ("Lambda in a renamed .h5", lambda m, o: [f"model.path={m['lambda_h5_renamed']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
-    ("Lambda in a SavedModel", lambda m, o: [f"model.path={m['lambda_savedmodel']}"], "holds a Lambda layer (arbitrary code), refused", "model.trust_code=true"),
+    ("missing model file", lambda m, o: [f"model.path={o}/nope.keras"], "model.path = '",
+     "does not exist; accepted: a .keras or .h5 file"),
+    ("not a Keras model", lambda m, o: [f"model.path={m['not_a_model']}"], "is not a Keras model Keras can load",
+     "accepted: a .keras or .h5"),
+    ("Lambda in a renamed .h5", lambda m, o: [f"model.path={m['lambda_h5_renamed']}"], "holds a Lambda layer (arbitrary code), refused",
+     "model.trust_code=true"),
+    ("Lambda in a SavedModel", lambda m, o: [f"model.path={m['lambda_savedmodel']}"], "holds a Lambda layer (arbitrary code), refused",
+     "model.trust_code=true"),
     ("subclassed model", lambda m, o: [f"model.path={m['subclassed']}"], "is a subclassed model, which cannot be cloned",
      "accepted: a Sequential or Functional"),
     ("Lambda in .keras", lambda m, o: [f"model.path={m['lambda_keras']}"], "holds a Lambda layer (arbitrary code), refused",
      "accepted: a model without Lambda layers, or model.trust_code=true"),
     ("Lambda in .h5", lambda m, o: [f"model.path={m['lambda_h5']}"], "holds a Lambda layer (arbitrary code), refused",
      "accepted: a model without Lambda layers, or model.trust_code=true"),
-    ("data shape", lambda m, o: [f"model.path={m['mnist_shape']}"], "data samples have shape (8, 8, 1) but the model expects (28, 28, 1)",
+    ("data shape", lambda m, o: [f"model.path={m['mnist_shape']}"],
+     "data samples have shape (8, 8, 1) but the model expects (28, 28, 1)",
      "accepted: data whose samples are (28, 28, 1), or a model whose input is (8, 8, 1)"),
-    ("labels out of range", lambda m, o: [f"model.path={m['five_outputs']}"], "labels span [0, 9] but the model has 5 outputs", "accepted: 0..4"),
+    ("labels out of range", lambda m, o: [f"model.path={m['five_outputs']}"], "labels span [0, 9] but the model has 5 outputs",
+     "accepted: 0..4"),
     ("empty split", lambda m, o: ["data.limit=3"], "split of data 'digits' is empty", "accepted: enough samples"),
     ("unknown sampler", lambda m, o: ["study.sampler=bayes"], "study.sampler = 'bayes' is not supported", "accepted: ['tpe'"),
-    ("unreachable tracking server", lambda m, o: ["tracking.uri=http://127.0.0.1:9"], "tracking.uri = 'http://127.0.0.1:9' cannot be reached",
+    ("unreachable tracking server", lambda m, o: ["tracking.uri=http://127.0.0.1:9"],
+     "tracking.uri = 'http://127.0.0.1:9' cannot be reached",
      "accepted: the URL of a running tracking server (mlflow server --host 127.0.0.1"),
     ("unreachable database", lambda m, o: ["study.storage=postgresql://litesweep:s3cret@127.0.0.1:9/studies"],
      "study.storage = 'postgresql://litesweep:***@127.0.0.1:9/studies' cannot be reached",
@@ -97,7 +104,8 @@ CASES = [
     ("corrupted study file", lambda m, o: [], "is not a readable Optuna journal", "accepted: a journal Optuna wrote"),
     ("unknown config key", lambda m, o: ["study.n_trails=3"], "unknown config key 'study.n_trails'", "accepted keys here"),
     ("bit width", lambda m, o: ["space.bits=[3]"], "space.bits entry = 3 is not supported", "accepted bit widths"),
-    ("sparsity of 1.0", lambda m, o: ["space.sparsity.high=1.0"], "space.sparsity.high = 1.0 is out of range", "accepted: 0.0 <= sparsity <="),
+    ("sparsity of 1.0", lambda m, o: ["space.sparsity.high=1.0"], "space.sparsity.high = 1.0 is out of range",
+     "accepted: 0.0 <= sparsity <="),
     ("temperature", lambda m, o: ["space.distill.temperature.low=0"], "space.distill.temperature.low = 0.0 is not accepted",
      "accepted: a positive number"),
     ("constraint metric", lambda m, o: ["study.constraints={flops:1}"], "study.constraints key = 'flops' is not supported", "accepted: ["),
@@ -120,7 +128,7 @@ def _without_permission_bypass(args: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("case", "overrides", "message", "accepted"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_fails_in_one_line_and_writes_nothing(case, overrides, message, accepted, models, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bad_input_fails_in_one_line_and_writes_nothing(case, overrides, message, accepted, models, tmp_path: Path) -> None:
     out = tmp_path / "out"
     journal = out / "mlruns" / "optuna.journal"
     cache = tmp_path / "cache"  # its own base-model cache: any file in it means the check came after training started
@@ -159,9 +167,10 @@ def test_the_table_covers_every_kind_of_bad_input() -> None:
 
 def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path) -> None:
     """A built-in layer no technique supports and a user's custom layer (imported by model.custom_objects)."""
+    from litesweep.objectives.compat import keras
+
     from mlflow.tracking import MlflowClient
 
-    from litesweep.objectives.compat import keras
     from litesweep.search.app import run
     from tests.conftest import compose_quick
     from tests.search_tests.user_layers import Scale
@@ -186,15 +195,15 @@ def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path
 def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A model with a custom layer whose class Keras cannot find when loading (defined here, not registered),
     and models saved by Keras 3 (TensorFlow's default Keras), which TF-MOT cannot take."""
-    import keras as keras3
-
     from litesweep.objectives.compat import keras
 
+    import keras as keras3
+
     class Offset(keras.layers.Layer):
-        def build(self, input_shape) -> None:  # noqa: ANN001
+        def build(self, input_shape) -> None:
             self.offset = self.add_weight(name="offset", shape=(input_shape[-1],), initializer="zeros")
 
-        def call(self, x):  # noqa: ANN001, ANN201
+        def call(self, x):
             return x + self.offset
 
     Offset.__module__ = "__main__"  # as when defined in the user's training script
@@ -216,9 +225,14 @@ def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 
 LOAD_CASES = [
-    ("custom class not found", "keras", [], "uses class 'Offset', a custom class Keras cannot find here; accepted: built-in layers, or the module defining it in model.custom_objects"),
-    ("revived layer cannot be cloned", "savedmodel", [], "cannot be cloned, and every trial starts from a clone: layer 'offset' (Offset) was revived from the SavedModel without its Python class"),
-    ("custom_objects not importable", "keras", ["no_such_module.Offset"], "model.custom_objects entry = 'no_such_module.Offset' cannot be imported (ModuleNotFoundError"),
+    ("custom class not found", "keras", [],
+     "uses class 'Offset', a custom class Keras cannot find here; accepted: built-in layers, or the module defining it in "
+     "model.custom_objects"),
+    ("revived layer cannot be cloned", "savedmodel", [],
+     "cannot be cloned, and every trial starts from a clone: layer 'offset' (Offset) was revived from the SavedModel "
+     "without its Python class"),
+    ("custom_objects not importable", "keras", ["no_such_module.Offset"],
+     "model.custom_objects entry = 'no_such_module.Offset' cannot be imported (ModuleNotFoundError"),
     ("Keras 3 .keras", "keras3", [], "was saved by Keras 3."),
     ("Keras 3 .h5", "keras3_h5", [], "was saved by Keras 3."),
     ("Keras 3 export", "keras3_export", [], "is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export)"),
@@ -226,7 +240,7 @@ LOAD_CASES = [
 
 
 @pytest.mark.parametrize(("case", "fmt", "custom", "message"), LOAD_CASES, ids=[c[0] for c in LOAD_CASES])
-def test_a_model_that_cannot_be_loaded_or_cloned_is_refused_naming_why(case, fmt, custom, message, unloadable_files) -> None:  # noqa: ANN001
+def test_a_model_that_cannot_be_loaded_or_cloned_is_refused_naming_why(case, fmt, custom, message, unloadable_files) -> None:
     from litesweep.objectives.errors import ModelError
     from litesweep.objectives.models import load_model
 

@@ -31,7 +31,7 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def postgres():  # noqa: ANN201
+def postgres():
     """A throw-away PostgreSQL cluster on 127.0.0.1 with databases ``studies`` and ``mlflow``."""
     bindir = BIN[-1]
     root = Path(tempfile.mkdtemp(prefix="litesweep-pg-", dir="/tmp"))
@@ -53,7 +53,7 @@ def postgres():  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on 127.0.0.1, runs in PostgreSQL, artifacts proxied to a folder."""
     server, url = start_mlflow("server", "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination",
                                str(tmp_path_factory.mktemp("artifacts")), "--workers", "2")
@@ -82,7 +82,8 @@ def _remote_trial_running(storage: str) -> bool:
         return False
     now = datetime.datetime.now()
     return any(t.user_attrs.get("worker", "").startswith(f"{REMOTE}:") and "mlflow_run_id" in t.user_attrs
-               and (now - t.datetime_start).total_seconds() > 1 for t in study.get_trials(states=(TrialState.RUNNING,)))
+               and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > 1
+               for t in study.get_trials(states=(TrialState.RUNNING,)))
 
 
 def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracking_server: str, tmp_path: Path) -> None:
@@ -120,6 +121,7 @@ def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracki
 
     client = MlflowClient(tracking_server)
     experiment = client.get_experiment_by_name("distributed")
+    assert experiment is not None
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'study'")
     assert len(parents) == 1, "workers started together converge on one parent run"
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`litesweep.role` = 'trial'", max_results=1000)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def ui(tmp_path_factory: pytest.TempPathFactory):
     """A small finished study and ``mlflow ui`` serving its store on 127.0.0.1."""
     out = tmp_path_factory.mktemp("ui")
     result = run(compose_quick(out, "study.n_trials=3", "study.presets=false"))
@@ -37,10 +37,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def browser(tmp_path_factory: pytest.TempPathFactory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    assert CHROMIUM and CHROMEDRIVER, "chromium and chromium-driver are missing (make browser installs them)"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -52,7 +53,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     driver.quit()
 
 
-def _wait_for_text(driver, text: str, seconds: float = 60) -> str:  # noqa: ANN001
+def _wait_for_text(driver, text: str, seconds: float = 60) -> str:
     from selenium.webdriver.common.by import By
 
     deadline = time.time() + seconds
@@ -65,7 +66,7 @@ def _wait_for_text(driver, text: str, seconds: float = 60) -> str:  # noqa: ANN0
     raise AssertionError(f"{text!r} not shown; page text: {body[:1500]!r}")
 
 
-def test_the_experiment_page_shows_the_study_runs(ui, browser) -> None:  # noqa: ANN001
+def test_the_experiment_page_shows_the_study_runs(ui, browser) -> None:
     from selenium.webdriver.common.by import By
 
     url, result = ui
@@ -81,7 +82,7 @@ def test_the_experiment_page_shows_the_study_runs(ui, browser) -> None:  # noqa:
     assert browser.save_screenshot(str(ARTIFACTS / "mlflow_experiment.png"))
 
 
-def test_a_front_run_page_shows_the_pareto_tag(ui, browser) -> None:  # noqa: ANN001
+def test_a_front_run_page_shows_the_pareto_tag(ui, browser) -> None:
     from mlflow.tracking import MlflowClient
 
     url, result = ui

@@ -17,8 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from litesweep.search.app import run
-from litesweep.search.ledger import TAG_METRIC
-from litesweep.search.ledger import METRIC_ATTR
+from litesweep.search.ledger import METRIC_ATTR, TAG_METRIC
 from tests.conftest import compose_quick
 
 USER_METRIC = "tests.search_tests.user_metrics.macro_recall"
@@ -31,9 +30,10 @@ FORMATS = {
 
 
 @pytest.fixture(scope="module")
-def residual_model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (keras.Model, {format: path})
+def residual_model(tmp_path_factory: pytest.TempPathFactory):
     """One small residual CNN trained briefly on the digits, saved in the three formats."""
     from litesweep.objectives.compat import keras
+
     from litesweep.objectives.data import load_dataset
 
     data = load_dataset("digits", name="digits", val_fraction=0.15, test_fraction=0.25, seed=0)
@@ -56,7 +56,7 @@ def residual_model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - 
 
 
 @pytest.fixture(scope="module", params=list(FORMATS))
-def sweep(request: pytest.FixtureRequest, residual_model, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def sweep(request: pytest.FixtureRequest, residual_model, tmp_path_factory: pytest.TempPathFactory):
     fmt = request.param
     _, _, paths = residual_model
     _, overrides, _ = FORMATS[fmt]
@@ -76,7 +76,7 @@ def _score(fmt: str, labels: np.ndarray, outputs: np.ndarray, reference: np.ndar
     return float(np.mean(np.argmax(outputs, axis=1) == np.argmax(reference, axis=1)))
 
 
-def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metrics(sweep, residual_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metrics(sweep, residual_model, tmp_path: Path) -> None:
     from litesweep.objectives.measure import predict
     from litesweep.objectives.metrics import kl_divergence
 
@@ -113,7 +113,7 @@ def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metr
 
 
 @pytest.mark.parametrize("sweep", ["keras"], indirect=True)
-def test_resuming_a_study_with_another_metric_is_refused(sweep, residual_model) -> None:  # noqa: ANN001
+def test_resuming_a_study_with_another_metric_is_refused(sweep, residual_model) -> None:
     from litesweep.objectives.errors import ConfigError
 
     _, result = sweep

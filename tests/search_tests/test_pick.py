@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import optuna
@@ -16,12 +17,18 @@ from litesweep.objectives.data import load_dataset
 from litesweep.objectives.measure import accuracy, predict
 from litesweep.search import pareto
 from litesweep.search.app import run
-from litesweep.search.sweep import SweepResult
 from litesweep.search.pick import NothingMeetsConstraints, pick
+from litesweep.search.sweep import SweepResult
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 from tests.servers import start_mlflow, start_server, stop
 
-DIGITS = dict(val_fraction=0.15, test_fraction=0.25)
+
+class _Split(TypedDict):
+    val_fraction: float
+    test_fraction: float
+
+
+DIGITS = _Split(val_fraction=0.15, test_fraction=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def _front(result: SweepResult) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=result.study_name, storage=storage).best_trials
 
 
-def test_the_parent_run_holds_the_report(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_parent_run_holds_the_report(study_dir, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     _, result = study_dir
@@ -52,7 +59,7 @@ def test_the_parent_run_holds_the_report(study_dir, tmp_path: Path) -> None:  # 
     assert "full_int8" in html and "plotly" in html.lower()
 
 
-def test_optuna_dashboard_shows_the_study_and_its_front(study_dir) -> None:  # noqa: ANN001
+def test_optuna_dashboard_shows_the_study_and_its_front(study_dir) -> None:
     """The second view (``make dashboard``): optuna-dashboard on the study's journal, asked through its API."""
     _, result = study_dir
     server, url = start_server("optuna-dashboard", result.storage, health="/api/studies", timeout=60)
@@ -68,7 +75,7 @@ def test_optuna_dashboard_shows_the_study_and_its_front(study_dir) -> None:  # n
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(result.front_trial_numbers)
 
 
-def test_a_size_cap_picks_the_most_accurate_front_model_under_it(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_size_cap_picks_the_most_accurate_front_model_under_it(study_dir, tmp_path: Path) -> None:
     out, result = study_dir
     front = _front(result)
     sizes = sorted(t.user_attrs[pareto.METRICS_ATTR]["size_bytes"] for t in front)
@@ -88,7 +95,7 @@ def test_a_size_cap_picks_the_most_accurate_front_model_under_it(study_dir, tmp_
     assert f"trial {chosen.trial_number}" in card and "litesweep-apply apply.run_id=" in card
 
 
-def test_constraints_nothing_meets_fail_in_one_line_naming_the_closest(study_dir) -> None:  # noqa: ANN001
+def test_constraints_nothing_meets_fail_in_one_line_naming_the_closest(study_dir) -> None:
     out, _ = study_dir
     with pytest.raises(NothingMeetsConstraints, match=r"no front trial meets accuracy >= 1.5; closest: trial \d+"):
         pick(compose_quick(out, "pick.min_accuracy=1.5"))
@@ -101,7 +108,7 @@ def test_constraints_nothing_meets_fail_in_one_line_naming_the_closest(study_dir
     assert not (out / "picked").exists()
 
 
-def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_path: Path) -> None:
     out, result = study_dir
     chosen = pick(compose_quick(out, "pick.prefer=knee", "pick.register=digits-cnn", "pick.alias=champion",
                                 f"pick.output_dir={tmp_path / 'served'}"))
@@ -120,7 +127,7 @@ def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_pat
         stop(server)
 
 
-def test_apply_rebuilds_a_trial_within_tolerance(study_dir, tmp_path: Path) -> None:  # noqa: ANN001
+def test_apply_rebuilds_a_trial_within_tolerance(study_dir, tmp_path: Path) -> None:
     from litesweep.search.apply import apply
 
     out, result = study_dir

@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from litesweep.objectives.errors import LitesweepError
 from litesweep.search.app import run
-from litesweep.search.sweep import SweepResult
 from litesweep.search.runner import injection_point
+from litesweep.search.sweep import SweepResult
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 # A FAIL trial is FAILED in MLflow when it raised, KILLED when its worker died or was interrupted.

@@ -57,7 +57,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                        f"hydra.run.dir={out}/hydra-pick"])
         assert picked.returncode == 0, picked.stderr[-3000:]
         client = MlflowClient(url)
-        experiment_id = client.get_experiment_by_name(STUDY).experiment_id
+        experiment = client.get_experiment_by_name(STUDY)
+        assert experiment is not None
+        experiment_id = experiment.experiment_id
         runs = client.search_runs([experiment_id], max_results=1000)
     finally:
         stop(server)

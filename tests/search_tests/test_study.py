@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -15,7 +14,7 @@ from litesweep.search.ledger import WORKER_ATTR
 from litesweep.search.recovery import ORPHAN_GRACE_S, _abandoned, worker_id
 
 
-def _trial(state: TrialState, worker: str, ended_s_ago: float):  # noqa: ANN202
+def _trial(state: TrialState, worker: str, ended_s_ago: float):
     trial = create_trial(state=state, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
                          values=[1.0] if state == TrialState.COMPLETE else None, user_attrs={WORKER_ATTR: worker})
     trial.datetime_complete = datetime.datetime.now() - datetime.timedelta(seconds=ended_s_ago)
@@ -50,7 +49,7 @@ def _dead_worker() -> str:
     return worker_id().rsplit(":", 2)[0] + f":{child.pid}:0"
 
 
-def _killed_after(step: str, tmp_path: Path):  # noqa: ANN202 - (study, tracker)
+def _killed_after(step: str, tmp_path: Path):
     """A real journal study and MLflow store holding one trial whose worker died right after ``step``."""
     import optuna
 
@@ -75,7 +74,7 @@ def _killed_after(step: str, tmp_path: Path):  # noqa: ANN202 - (study, tracker)
     return study, tracker
 
 
-def _runs_by_trial(tracker) -> dict[int, list]:  # noqa: ANN001
+def _runs_by_trial(tracker) -> dict[int, list]:
     runs: dict[int, list] = {}
     for run in tracker.trial_runs():
         runs.setdefault(int(run.data.tags["litesweep.trial_number"]), []).append(run)
@@ -107,7 +106,8 @@ def test_a_worker_killed_after_any_step_leaves_one_closed_run_per_trial(step: st
     assert run.info.status == ("FINISHED" if step == "tell" else "KILLED") and run.data.tags["litesweep.state"] == trial.state.name
     assert "worker died" in run.data.tags["litesweep.note"]
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
-    assert [t.system_attrs.get("fixed_params") for t in waiting] == ([] if step == "tell" else [trial.params]), "a failed trial is retried once"
+    assert [t.system_attrs.get("fixed_params") for t in waiting] == ([] if step == "tell" else [trial.params]), \
+        "a failed trial is retried once"
     assert recover_stale_trials(study, tracker) == [] and len(study.trials) == len(waiting) + 1, "recovery is idempotent"
 
 
@@ -137,7 +137,8 @@ def test_a_worker_on_another_machine_is_found_dead_by_its_heartbeat(tmp_path: Pa
     trial.suggest_float("x", 0, 1)
     trial.set_user_attr(WORKER_ATTR, "another-machine:4242:1")
     trial.set_user_attr("mlflow_run_id", tracker.start_trial("remote", trial.number))
-    study._storage.record_heartbeat(trial._trial_id)  # its last beat before the machine went away
+    # Its last beat before the machine went away.
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # RDB storage method behind Optuna's cache
     assert recover_stale_trials(study, tracker) == [], "a fresh heartbeat: alive"
     time.sleep(3)
     assert recover_stale_trials(study, tracker) == [0]

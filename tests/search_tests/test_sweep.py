@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from litesweep.objectives.metrics import METRIC_NAMES
 from litesweep.search.app import run
-from litesweep.search.sweep import SweepResult
 from litesweep.search.ledger import TAG_PARETO, TAG_ROLE, TAG_TRIAL
+from litesweep.search.sweep import SweepResult
 from tests.conftest import QUICK_OVERRIDES, compose_quick
 
 N_TRIALS = 3
@@ -34,7 +34,7 @@ def _trial_runs(result: SweepResult) -> list:
     return _client(result).search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial'")
 
 
-def test_optuna_storage_holds_the_finished_trials(sweep) -> None:  # noqa: ANN001
+def test_optuna_storage_holds_the_finished_trials(sweep) -> None:
     out, result = sweep
     assert Path(result.storage) == out / "mlruns" / "optuna.journal"
     study = optuna.load_study(study_name=result.study_name, storage=optuna.storages.JournalStorage(
@@ -50,7 +50,7 @@ def test_optuna_storage_holds_the_finished_trials(sweep) -> None:  # noqa: ANN00
     assert {t.number for t in complete if not any(beats(o, t) for o in complete)} == set(result.front_trial_numbers)
 
 
-def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -> None:  # noqa: ANN001
+def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -> None:
     _, result = sweep
     client = _client(result)
     parents = client.search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'study'")
@@ -89,7 +89,7 @@ def test_mlflow_has_one_parent_and_one_child_per_trial_linked_both_ways(sweep) -
         assert phases["overhead"] == pytest.approx(phases["trial"] - phases["finetune"] - phases["convert"] - phases["evaluate"])
 
 
-def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path) -> None:
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.measure import accuracy
 
@@ -107,7 +107,7 @@ def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path)
     assert acc == run_.data.metrics["accuracy"]
 
 
-def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:  # noqa: ANN001
+def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:
     out, result = sweep
     proc = subprocess.run(
         [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={out}",
@@ -124,7 +124,7 @@ def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:  # noqa: ANN00
     assert len(study.trials) == N_TRIALS
 
 
-def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFixture) -> None:
     out, result = sweep
     more = run(compose_quick(out, f"study.n_trials={N_TRIALS + 1}", "study.sampler=random", "progress=true"))
     console = capsys.readouterr().out
@@ -147,7 +147,7 @@ def _audit(out: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_audit_finds_both_stores_and_every_file_in_agreement(sweep) -> None:  # noqa: ANN001
+def test_the_audit_finds_both_stores_and_every_file_in_agreement(sweep) -> None:
     out, result = sweep
     proc = _audit(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
@@ -155,7 +155,7 @@ def test_the_audit_finds_both_stores_and_every_file_in_agreement(sweep) -> None:
     assert f"{n} trials, {n} trial runs, {n} model.tflite files checked, {n} re-measured, 0 running, 0 problem(s)" in proc.stdout
 
 
-def test_the_audit_names_a_tampered_file_and_a_wrong_front_tag(sweep) -> None:  # noqa: ANN001
+def test_the_audit_names_a_tampered_file_and_a_wrong_front_tag(sweep) -> None:
     """Runs last in this module: it changes the store."""
     from urllib.parse import urlparse
 
@@ -172,8 +172,10 @@ def test_the_audit_names_a_tampered_file_and_a_wrong_front_tag(sweep) -> None:  
     problems = [line for line in proc.stdout.splitlines() if line.startswith("litesweep-audit:")]
     size = int(tampered.data.metrics["size_bytes"])
     assert problems == [
-        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite is {size + 1} bytes, logged size_bytes = {float(size)}",
-        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite's SHA-256 is not the logged litesweep.tflite_sha256",
+        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite is {size + 1} bytes, "
+        f"logged size_bytes = {float(size)}",
+        f"litesweep-audit: trial {tampered.data.tags[TAG_TRIAL]} (COMPLETE): model.tflite's SHA-256 is not the logged "
+        "litesweep.tflite_sha256",
         f"litesweep-audit: trial {mislabelled.data.tags[TAG_TRIAL]} (COMPLETE): tag {TAG_PARETO} = {wrong!r}, the front says "
         f"{mislabelled.data.tags[TAG_PARETO]!r}",
     ]

@@ -91,7 +91,8 @@ def test_sensitivity_is_logged_and_narrows_the_space(constrained: SweepResult, t
     assert set(drops) == {"conv1", "dense"}
     files = {a.path for a in client.list_artifacts(constrained.parent_run_id)}
     assert {"sensitivity.csv", "sensitivity.png", "search_space_narrowed.json"} <= files
-    narrowed = json.loads(Path(client.download_artifacts(constrained.parent_run_id, "search_space_narrowed.json", str(tmp_path))).read_text())
+    narrowed = json.loads(
+        Path(client.download_artifacts(constrained.parent_run_id, "search_space_narrowed.json", str(tmp_path))).read_text())
     for unit, drop in drops.items():  # every branch asserts (the rule itself is tested in test_space.py)
         if drop <= 0.5:
             assert narrowed["units"][unit]["bits"] == [4]
@@ -127,7 +128,8 @@ def test_hopeless_trials_are_pruned_in_both_stores_and_not_converted(tmp_path: P
 
 def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match=r"space.groups.heads = 'head.\*' matches no layer; accepted layer names: \['conv1', 'fc1', 'logits'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"space.groups.heads = 'head.\*' matches no layer; accepted layer names: \['conv1', 'fc1', 'logits'\]"):
         run(compose_quick(out, "space.groups={heads:'head.*'}"))
     assert not (out / "mlruns").exists()
 
@@ -147,7 +149,8 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
                        for o in rows)
     # Enqueued smallest first: the first two trials ran the enqueued mixtures in ascending screened size.
     first = sorted(study.trials, key=lambda t: t.number)[:2]
-    assert [{k.removeprefix("bits."): v for k, v in t.params.items() if k.startswith("bits.")} for t in first] == [r["bits"] for r in enqueued]
+    chosen_bits = [{k.removeprefix("bits."): v for k, v in t.params.items() if k.startswith("bits.")} for t in first]
+    assert chosen_bits == [r["bits"] for r in enqueued]
     parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
     assert parent.data.metrics["screen.trials"] == 6 and parent.data.metrics["screen.enqueued"] == 2
     csv_text = Path(MlflowClient(result.tracking_uri).download_artifacts(result.parent_run_id, "screen.csv", str(tmp_path))).read_text()
@@ -158,7 +161,6 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
 def test_the_front_is_the_non_dominated_set_of_the_feasible_trials(tmp_path: Path) -> None:
     """Some trials meet the size cap and some do not: the front is recomputed here from the stored metrics."""
     from litesweep.search import pareto
-    from litesweep.search.baselines import ACCURACY_AND_SIZE
 
     cap = 12_000  # the tiny CNN is about 24 kB in float32 and about 9 kB all-int8: post-training mixes fall both sides
     result = run(compose_quick(tmp_path, "space=ptq", "study.n_trials=10", "study.sampler=random", "study.presets=true",

@@ -9,8 +9,8 @@ from litesweep.objectives.compat import keras
 class Scale(keras.layers.Layer):
     """A learned per-channel scale: a custom layer with a weight, which no technique supports."""
 
-    def build(self, input_shape) -> None:  # noqa: ANN001, D102
+    def build(self, input_shape) -> None:
         self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
 
-    def call(self, x):  # noqa: ANN001, ANN201, D102
+    def call(self, x):
         return x * self.scale

@@ -1,0 +1,140 @@
+"""Fine-tuning a trial's student: the phase order, one shared input pipeline, and early failure.
+
+Order (``qat`` and ``mixed``): narrower student (width) → pruning (unstructured and 2:4) →
+clustering (sparsity-preserving when pruned) → ``qat`` only: n-bit QAT keeping masks and clusters.
+Every phase is distilled from the float base model, which is never changed: a trial starts from a
+fresh copy (TF-MOT wrappers share layer objects with the model they wrap).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from litesweep.objectives.compat import keras, tf
+
+import numpy as np
+
+from litesweep.objectives.data import Dataset
+from litesweep.objectives.errors import HopelessTrial
+from litesweep.objectives.models import fresh_copy
+from litesweep.objectives.policy import Policy
+from litesweep.objectives.settings import FineTuneSettings
+from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
+
+
+class FailOnNaN(keras.callbacks.Callback):
+    """Fail the trial (not just stop training, as TerminateOnNaN does) when the loss becomes NaN or inf."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss became {loss} at batch {batch}")
+
+
+class EarlyFloor(keras.callbacks.Callback):
+    """Raise ``HopelessTrial`` after the first epoch when validation accuracy is below the floor."""
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, floor: float) -> None:
+        super().__init__()
+        self._x, self._y, self._floor = x_val, y_val, floor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch != 0:
+            return
+        acc = float(np.mean(np.argmax(self.model.predict(self._x, batch_size=512, verbose=0), axis=1) == self._y))
+        if acc < self._floor:
+            raise HopelessTrial(acc, self._floor)
+
+
+class FineTuner:
+    """Fine-tunes fresh copies of the base model by a policy; built once per process.
+
+    Fine-tuning inputs and distillation targets are built once, not per trial (``load_dataset``
+    shuffled the training split, so its head is a random subset).
+
+    Args:
+        base_model: the trained float model (the teacher); never modified.
+        data: the dataset (train for fine-tuning, validation for the early floor).
+        settings: epochs, batch size, learning rate, floor.
+    """
+
+    def __init__(self, base_model: keras.Model, data: Dataset, settings: FineTuneSettings) -> None:
+        self.base_model = base_model
+        self.data = data
+        self.settings = settings
+        self._x = data.x_train[: settings.max_train_samples]
+        teacher_logits = base_model.predict(self._x, batch_size=512, verbose=0)
+        targets = distill.pack_targets(data.y_train[: settings.max_train_samples], teacher_logits, data.num_classes)
+        # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
+        self._batches = (tf.data.Dataset.from_tensor_slices((self._x, targets))
+                         .shuffle(len(self._x), seed=0, reshuffle_each_iteration=True)
+                         .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE))
+        self._first_phase_done = False
+
+    def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
+        ft = self.settings
+        if ft.min_val_accuracy > 0 and not self._first_phase_done:
+            callbacks = [*callbacks, EarlyFloor(self.data.x_val, self.data.y_val, ft.min_val_accuracy)]
+        self._first_phase_done = True
+        callbacks = [*callbacks, FailOnNaN()]
+        model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
+        model.fit(self._batches, epochs=epochs, callbacks=callbacks, verbose=0)
+
+    def run(self, policy: Policy, timings: dict[str, float]) -> tuple[keras.Model, keras.Model]:
+        """Apply the training part of ``policy`` (checked by the caller) to a fresh copy of the base model.
+
+        Returns:
+            The model to convert (QAT-wrapped for ``qat`` with quantized layers) and its float
+            structure (for shapes and costs).
+
+        Raises:
+            HopelessTrial: validation accuracy after the first fine-tuning epoch is below the floor.
+        """
+        ft = self.settings
+        self._first_phase_done = False
+        with timed(timings, "prepare"):
+            model = fresh_copy(self.base_model)
+            loss = distill.distillation_loss(self.data.num_classes, policy.distill.temperature, policy.distill.weight)
+        sparse, structured = policy.sparse_layers, policy.structured_layers
+        clusters = policy.clustered_layers
+        bits = policy.quantized_layers if policy.method == "qat" else {}
+        with timed(timings, "finetune"):
+            if policy.widths:
+                model = shrink.shrink(model, policy.widths)
+            if sparse or structured or policy.widths:  # a narrower student recovers here too
+                steps = math.ceil(len(self._x) / ft.batch_size) * ft.prune_epochs
+                pruned = prune.wrap_for_pruning(model, sparse, end_step=steps, structured=structured)
+                self._fit(pruned, loss, ft.prune_epochs, prune.pruning_callbacks() if (sparse or structured) else [])
+                model = prune.strip(pruned)
+            masked = [*sparse, *structured]
+            masks = prune.kernel_masks(model, masked)
+            if clusters:
+                clustered = cluster.wrap_for_clustering(model, clusters, preserve_sparsity=[n for n in clusters if n in masks])
+                self._fit(clustered, loss, ft.cluster_epochs, [])
+                model = cluster.strip(clustered)
+            centres = cluster.centroids(model, list(clusters))
+            float_model = model
+            if bits:
+                qat = quantize.wrap_for_qat(model, bits)
+                callbacks: list = []
+                # QAT trains every layer, float ones too: keep all clusters and zeros, not only quantized layers'.
+                if centres:
+                    callbacks.append(cluster.KeepClusters(quantize.kernel_variables(qat, list(centres)), centres))
+                if masks:
+                    callbacks.append(prune.KeepMasks(quantize.kernel_variables(qat, list(masks)), masks))
+                self._fit(qat, loss, ft.qat_epochs, callbacks)
+                model = qat
+        return model, float_model
+
+
+@contextmanager
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``timings[phase]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
