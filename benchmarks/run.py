@@ -42,11 +42,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from litesweep.search import baselines, pareto
+from litesweep.search.ledger import TAG_PRESET, TFLITE_FILE, StudyView, TrialRecord, metrics_of, open_view
 
-from litesweep.search import baselines, pareto  # noqa: E402 - after the path: the benchmark runs from a checkout
-from litesweep.search.ledger import TAG_PRESET, TFLITE_FILE, StudyView, TrialRecord, metrics_of, open_view  # noqa: E402 - ditto
+ROOT = Path(__file__).resolve().parent.parent
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10_jpeg.npz"
 DROP_BUDGET = 1.0  # accuracy points: "no worse than 1 point below float"
@@ -97,7 +96,7 @@ def cifar_npz(out: Path) -> Path:
 
 def litesweep(out: Path, overrides: Sequence[str], log_name: str, cpus: str | None) -> float:
     """Run the ``litesweep`` command into the task's store; returns its wall time in seconds."""
-    command = [sys.executable, "-m", "search", f"paths.output_dir={out / 'store'}", f"paths.cache_dir={out / 'cache'}",
+    command = [sys.executable, "-m", "litesweep.search", f"paths.output_dir={out / 'store'}", f"paths.cache_dir={out / 'cache'}",
                f"hydra.run.dir={out / 'hydra' / log_name}", "progress=false", *overrides]
     if cpus:
         command = ["taskset", "-c", cpus, *command]

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 @contextlib.contextmanager
@@ -62,7 +61,7 @@ def postgres_and_tracking_server() -> Iterator[tuple[str, str]]:
 def run_processes(overrides: list[str], workers: int, out: Path) -> float:
     """Start ``workers`` litesweep processes on one study; wall seconds until the last one exits."""
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "search", *overrides, f"paths.output_dir={out}/w{i}",
+    procs = [subprocess.Popen([sys.executable, "-m", "litesweep.search", *overrides, f"paths.output_dir={out}/w{i}",
                                f"hydra.run.dir={out}/w{i}/hydra"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for i in range(workers)]
     outputs = [p.communicate()[0] for p in procs]

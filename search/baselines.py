@@ -21,7 +21,8 @@ def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, 
 
     found: dict[str, dict[str, float]] = {}
     for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):
-        found.setdefault(r.data.tags[TAG_PRESET], dict(r.data.metrics))
+        if TAG_PRESET in r.data.tags:
+            found.setdefault(r.data.tags[TAG_PRESET], dict(r.data.metrics))
     for preset in PRESETS:
         if preset in found:
             continue

@@ -1,5 +1,5 @@
 """The link between the two stores: every Optuna attribute and MLflow tag name, the ``TrialRecord``, and the
-one way to open a finished or running study with its runs and front (sweep, pick, apply, audit, report, benchmarks).
+one way to open an existing study with its runs and front (``StudyView``: pick, audit, benchmarks).
 
 Optuna holds what the sampler needs (values, params, constraints) plus a copy of each trial's record;
 MLflow holds the same record for people (params, metrics, tags, the ``.tflite``). A trial's record is written
@@ -65,14 +65,18 @@ TAG_PARENT_RUN: Final = "mlflow.parentRunId"  # MLflow's own nesting tag
 TFLITE_FILE: Final = "model.tflite"
 POLICY_FILE: Final = "policy.json"
 TRACEBACK_FILE: Final = "traceback.txt"
-REFERENCE_METRIC_PREFIX: Final = "reference."  # parent-run metrics of the float32 model
+
+# --- parent-run metrics ---------------------------------------------------------------------------------
+REFERENCE_METRIC_PREFIX: Final = "reference."  # + metric: the float32 model's figures
 
 FINISHED_STATES: Final = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrialRecord:
-    """What one trial produced: written once, to both stores, and read back from Optuna.
+    """What one trial produced, as both stores hold it: the runner builds it once from the measured output
+    and writes its measured part to Optuna (``optuna_attrs``) and MLflow (``mlflow_tags`` with the metrics);
+    ``TrialRecord.of`` reads it back from an Optuna trial.
 
     Attributes:
         number: the Optuna trial number.
@@ -123,7 +127,8 @@ def run_id_of(trial: FrozenTrial) -> str | None:
 
 def directions_of(study: optuna.Study) -> dict[str, str]:
     """Objective name → ``maximize``/``minimize``, as the study was created."""
-    return dict(zip(study.user_attrs[OBJECTIVES_ATTR], [d.name.lower() for d in study.directions], strict=True))
+    names = study.user_attrs.get(OBJECTIVES_ATTR) or [f"value{i}" for i in range(len(study.directions))]  # a damaged study
+    return dict(zip(names, [d.name.lower() for d in study.directions], strict=True))
 
 
 def reference_of(parent: Run) -> dict[str, float]:

@@ -161,6 +161,9 @@ def pick(cfg: DictConfig) -> Pick:
     validate(cfg)
     view = open_view(load_existing_study(cfg.study.name, cfg.study.storage), cfg.tracking.uri)
     study, client, directions = view.study, view.client, view.directions
+    if view.parent_run_id is None:
+        raise ConfigError(f"study.name = {cfg.study.name!r} has no MLflow parent run (it never started a sweep); "
+                          "accepted: a study litesweep has run trials in")
     reference, presets = view.reference(), view.presets()
 
     constraints = _constraints(cfg.pick)

@@ -98,15 +98,15 @@ class TrialRunner:
         # Each step below may be the last if the worker is killed; recover_stale_trials handles every gap.
         run_id: str | None = None
         self._sampled = False
-        try:
-            with heartbeat(self.study, trial):
+        with heartbeat(self.study, trial):  # still beating while an interrupted trial is recorded
+            try:
                 trial.set_user_attr(WORKER_ATTR, worker_id())
                 run_id = self.tracker.start_trial(self.study.study_name, trial.number)
                 trial.set_user_attr(RUN_ID_ATTR, run_id)
                 return self._run(trial, run_id, started)
-        except KeyboardInterrupt:
-            self._record_interrupt(trial, run_id, traceback.format_exc())
-            raise
+            except KeyboardInterrupt:
+                self._record_interrupt(trial, run_id, traceback.format_exc())
+                raise
 
     def _record_interrupt(self, trial: optuna.Trial, run_id: str | None, traceback_text: str) -> None:
         """Ctrl-C at any step of a trial: FAIL it (retried on the next run) and end its run KILLED."""
@@ -135,6 +135,7 @@ class TrialRunner:
             output = self.bench.run(policy)  # checks the policy against the model first
             _maybe_fail(inject, "measured", self.inject_failures)
             metrics = output.metrics.as_dict()
+            values = [metrics[m] for m in self.directions]
             violations = constraint_values(metrics, self.constraints)
             for key, value in violations.items():
                 trial.set_constraint(key, value)
@@ -152,7 +153,7 @@ class TrialRunner:
             timings["trial"] = time.perf_counter() - started
             timings["overhead"] = timings["trial"] - sum(timings.get(k, 0.0) for k in WORK_PHASES)
             trial.set_user_attr(TIMINGS_ATTR, timings)
-            self.study.tell(trial, [metrics[m] for m in self.directions])
+            self.study.tell(trial, values)
             self.tracker.end_trial(run_id, "COMPLETE", "FINISHED",
                                    metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
             return TrialState.COMPLETE

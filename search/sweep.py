@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -65,7 +64,8 @@ class SweepResult:
 class Sweep:
     """One process's share of a study: built once, then ``run`` (the main process) or ``work`` (a worker)."""
 
-    def __init__(self, cfg: DictConfig, seed_offset: int = 0, check_layers: bool = False) -> None:
+    def __init__(self, cfg: DictConfig, seed_offset: int = 0, check_layers: bool = False,
+                 space: SearchSpace | None = None) -> None:
         self.cfg = cfg
         self.directions = dict(zip(cfg.study.objectives, cfg.study.directions, strict=True))
         self.constraints = dict(cfg.study.constraints or {})
@@ -74,10 +74,11 @@ class Sweep:
             match_groups(cfg.space.groups or {}, names)  # raises on a group that matches no layer
 
         self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None)
-        self.space = self._space()
+        self.space = space if space is not None else self._space()
         s = cfg.study
         self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
                                 s.heartbeat_interval_s, s.heartbeat_grace_s)
+        record_objective_metric(self.study, self.bench.scorer.name)  # before anything is written to MLflow
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
@@ -100,7 +101,6 @@ class Sweep:
     def open_parent_run(self) -> tuple[str, bool]:
         """Create or reopen the study's parent run with its config, versions, reference and files."""
         cfg, bench, training = self.cfg, self.bench, self.training
-        record_objective_metric(self.study, bench.scorer.name)
         versions = {f"{TAG_VERSION_PREFIX}{p}": importlib.metadata.version(p) for p in VERSIONED}
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
@@ -243,8 +243,9 @@ def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None
     workers = int(cfg.study.n_workers)
     threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, not the host's
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
-    container = OmegaConf.to_container(cfg, resolve=True)
-    processes = [context.Process(target=_worker, args=(container, space, parent_run_id, threads), name=f"litesweep-worker-{i}")
+    resolved = cfg.copy()
+    OmegaConf.resolve(resolved)  # a worker has no Hydra context to resolve ${hydra:...}; the schema types stay
+    processes = [context.Process(target=_worker, args=(resolved, space, parent_run_id, threads), name=f"litesweep-worker-{i}")
                  for i in range(workers)]
     for process in processes:
         process.start()
@@ -255,7 +256,7 @@ def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None
         raise LitesweepError(f"worker(s) {bad} ended with an error; the study keeps every finished trial")
 
 
-def _worker(container: dict[str, Any], space: SearchSpace, parent_run_id: str, threads: int) -> None:
+def _worker(cfg: DictConfig, space: SearchSpace, parent_run_id: str, threads: int) -> None:
     """One worker process: the same trial loop as a single-process sweep."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from litesweep.objectives.compat import limit_threads
@@ -267,10 +268,8 @@ def _worker(container: dict[str, Any], space: SearchSpace, parent_run_id: str, t
     # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
     sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)
     mask_logging()
-    cfg = OmegaConf.create(container)
-    sweep = Sweep(cfg, seed_offset=os.getpid())
+    sweep = Sweep(cfg, seed_offset=os.getpid(), space=space)  # the space as the parent left it (narrowed, say)
     sweep.tracker.attach(parent_run_id)
-    sweep.space = space  # as the parent left it (narrowed by the sensitivity pass, say)
     name = multiprocessing.current_process().name
 
     def on_trial_end(state: TrialState, finished: int) -> None:

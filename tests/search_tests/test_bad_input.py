@@ -141,7 +141,7 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(case, overrides, message
     before = journal.read_bytes() if journal.exists() else None
     extra = overrides(models, out)
     own_output = any(a.startswith("paths.output_dir") for a in extra)
-    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, *([] if own_output else [f"paths.output_dir={out}"]),
+    args = [sys.executable, "-m", "litesweep.search", *QUICK_OVERRIDES, *([] if own_output else [f"paths.output_dir={out}"]),
             f"paths.cache_dir={cache}", *extra, f"hydra.run.dir={tmp_path}/hydra"]
     try:
         proc = subprocess.run(_without_permission_bypass(args), capture_output=True, text=True, timeout=300)

@@ -57,7 +57,7 @@ CASES = [
 def test_bad_override_fails_in_one_line_and_writes_nothing(override: str, message: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "search", *override.split(" "), f"paths.output_dir={out}"],
+        [sys.executable, "-m", "litesweep.search", *override.split(" "), f"paths.output_dir={out}"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
@@ -82,7 +82,7 @@ def test_a_group_pattern_matching_no_layer_fails_before_training(tmp_path: Path)
 
     out = tmp_path / "out"
     cache = tmp_path / "cache"  # its own cache: the shared one may already hold the model
-    proc = subprocess.run([sys.executable, "-m", "search", *QUICK_OVERRIDES, "space.groups={heads:'head.*'}",
+    proc = subprocess.run([sys.executable, "-m", "litesweep.search", *QUICK_OVERRIDES, "space.groups={heads:'head.*'}",
                            f"paths.output_dir={out}", f"paths.cache_dir={cache}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("litesweep")]

@@ -68,7 +68,7 @@ CAN_FAKE_HOST = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def _worker(shared: list[str], out: Path, remote: bool) -> subprocess.Popen:
-    args = [sys.executable, "-m", "search", *shared, f"paths.output_dir={out}", f"hydra.run.dir={out}/hydra"]
+    args = [sys.executable, "-m", "litesweep.search", *shared, f"paths.output_dir={out}", f"hydra.run.dir={out}/hydra"]
     if remote:
         args = ["unshare", "--uts", "sh", "-c", f'hostname {REMOTE} && exec "$@"', "sh", *args]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -98,7 +98,7 @@ def _count_finished_runs(db: Path) -> int:
 
 def _sweep_until(tmp_path: Path, n_trials: int, finished: int) -> subprocess.Popen:
     """Start ``litesweep`` in a subprocess and return once ``finished`` trial runs are FINISHED in MLflow."""
-    args = [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", f"study.n_trials={n_trials}",
+    args = [sys.executable, "-m", "litesweep.search", *QUICK_OVERRIDES, f"paths.output_dir={tmp_path}", f"study.n_trials={n_trials}",
             "study.presets=false", f"hydra.run.dir={tmp_path}/hydra"]
     # stderr to a file, not a pipe: a full pipe would stall the sweep being watched.
     with open(tmp_path / "stderr.log", "w") as stderr:

@@ -49,7 +49,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out = root / "out"
         common = _common(out, url.replace("http://", f"http://alice:{SECRET}@"))
         # Seeded injection: trial 1 of this study fails and logs its traceback (where an error may quote a URI).
-        sweep = _run([sys.executable, "-m", "search", *common, "study.n_trials=2", "study.presets=false",
+        sweep = _run([sys.executable, "-m", "litesweep.search", *common, "study.n_trials=2", "study.presets=false",
                       "study.inject_failures=0.5", "study.max_failure_rate=1.0", "study.max_consecutive_failures=10",
                       f"hydra.run.dir={out}/hydra-sweep"])
         assert sweep.returncode == 0, sweep.stderr[-3000:]

@@ -110,7 +110,7 @@ def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path)
 def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:
     out, result = sweep
     proc = subprocess.run(
-        [sys.executable, "-m", "search", *QUICK_OVERRIDES, f"paths.output_dir={out}",
+        [sys.executable, "-m", "litesweep.search", *QUICK_OVERRIDES, f"paths.output_dir={out}",
          f"study.n_trials={N_TRIALS}", "study.sampler=random", f"hydra.run.dir={out}/hydra"],
         capture_output=True, text=True, timeout=600,
     )
