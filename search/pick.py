@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from litesweep.objectives.errors import ConfigError, LitesweepError
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
-from litesweep.search.ledger import POLICY_FILE, TAG_TFLITE_SHA256, TFLITE_FILE, metrics_of, open_view, run_id_of
+from litesweep.search.ledger import POLICY_FILE, TAG_DELEGATE, TAG_TFLITE_SHA256, TFLITE_FILE, metrics_of, open_view, run_id_of
 from litesweep.search.preflight import mask
 from litesweep.search.storage import load_existing_study
 
@@ -117,7 +117,7 @@ def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str
         *(["", f"`accuracy` is `objective.metric` = `{metric}` (higher is better)."] if metric != "accuracy" else []),
         "",
         f"Latency: median of single-sample invocations on {cfg.latency.threads} thread(s) after {cfg.latency.warmup} "
-        "warm-up runs. Delegate: see the run's `litesweep.delegate` tag.",
+        f"warm-up runs. Delegate: see the run's `{TAG_DELEGATE}` tag.",
         "",
         f"## Policy (method `{policy['method']}`)",
         "",
