@@ -10,6 +10,7 @@ without loading TensorFlow, which keeps a check to a fraction of a second.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pkgutil
@@ -49,10 +50,9 @@ print(json.dumps(None), flush=True)
 
 def _modules() -> list[str]:
     import litesweep.objectives
-    import litesweep.search
 
     found = []
-    for package in (litesweep.objectives, litesweep.search):
+    for package in (litesweep.objectives,):
         found.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             if not info.name.endswith("__main__"):  # importing a __main__ runs the program
@@ -80,3 +80,16 @@ def test_no_module_imports_tensorflow_before_compat() -> None:
     assert not offenders, "\n".join(offenders)
     # The probe must see the heavy imports it is there to catch, or it proves nothing.
     assert any(seen and seen["library"].startswith("tensorflow") for _, seen, _ in results)
+
+
+def test_search_and_tests_take_tensorflow_only_from_compat() -> None:
+    """search/ reaches TensorFlow only through objectives/, tests/ only through compat: no direct import of a
+    watched library anywhere in them (read from the source, so it costs no interpreter per module)."""
+    direct = []
+    for path in sorted([*(ROOT / "search").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            direct += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.partition(".")[0] in WATCHED]
+    assert not direct, "\n".join(direct)
+

@@ -74,7 +74,19 @@ def _worker(shared: list[str], out: Path, remote: bool) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _remote_trial_running(storage: str) -> bool:
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage, retried while the workers starting beside it race to create Optuna's tables."""
+    for attempt in range(20):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception:  # the table-creation race raises one of several database errors
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _remote_trial_running(storage: optuna.storages.BaseStorage) -> bool:
     """Whether the remote worker has had a trial running (with its MLflow run) for a second."""
     try:
         study = optuna.load_study(study_name="distributed", storage=storage)
@@ -97,9 +109,13 @@ def test_three_workers_on_postgresql_and_a_tracking_server(postgres: str, tracki
     killed = None
     if CAN_FAKE_HOST:
         deadline = time.time() + 600
-        while not _remote_trial_running(storage):
+        # One storage (one connection pool) for all the polling: a new one per poll leaks connections until
+        # the garbage collector runs, and PostgreSQL then refuses clients ("too many clients already").
+        polling = _rdb_storage(storage)
+        while not _remote_trial_running(polling):
             assert time.time() < deadline and workers[2].poll() is None, "the remote worker never ran a trial"
             time.sleep(0.5)
+        polling.engine.dispose()
         workers[2].kill()  # SIGKILL mid-trial
         killed = workers.pop()
         killed.communicate()
