@@ -88,8 +88,12 @@ def test_search_and_tests_take_tensorflow_only_from_compat() -> None:
     direct = []
     for path in sorted([*(ROOT / "search").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
             direct += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.partition(".")[0] in WATCHED]
     assert not direct, "\n".join(direct)
 
