@@ -67,7 +67,7 @@ lint: $(STAMP)
 	echo "$(BIN)/mypy -p litesweep -p tests"; $(BIN)/mypy -p litesweep -p tests || status=1; \
 	exit $$status
 
-## Every test (about 12 minutes on 2 cores: two pytest workers, one test file each at a time, so module
+## Every test (about 17 minutes on 2 cores: two pytest workers, one test file each at a time, so module
 ## fixtures stay whole), with make lint running beside them; its output is printed when it ends, and a
 ## lint failure fails make test.
 test: $(STAMP)
