@@ -10,6 +10,7 @@ to both from one ``TrialRecord``, and each store names the other: ``RUN_ID_ATTR`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
@@ -190,9 +191,9 @@ class StudyView:
     parent_run_id: str | None
     directions: dict[str, str]
 
-    @property
+    @functools.cached_property
     def parent(self) -> Run:
-        """The parent run."""
+        """The parent run (read once)."""
         assert self.parent_run_id is not None
         return self.client.get_run(self.parent_run_id)
 

@@ -140,8 +140,11 @@ def heartbeat(study: optuna.Study, trial: Trial) -> Iterator[None]:
 
     Optuna beats only inside ``study.optimize``; ask-and-tell has no public heartbeat, so this uses its thread.
     """
-    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 
+    if not is_heartbeat_enabled(backend_of(study)):  # journal storages: no id lookup on every trial
+        yield
+        return
     thread = get_heartbeat_thread(trial_id(study, trial), backend_of(study))
     thread.start()
     try:
