@@ -51,6 +51,14 @@ class Metrics:
 
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Metrics))
 
+#: Figures of a file on the untouched test split, measured only for the float reference, the presets and
+#: front trials (never used to select): the score, its drop below the float reference in points, and a
+#: Wilson 95% interval of the score.
+TEST_METRIC_NAMES: tuple[str, ...] = ("test_accuracy", "test_accuracy_drop", "test_accuracy_low", "test_accuracy_high")
+#: Latency re-timed at the end of a run, front trials and presets side by side in shuffled interleaved
+#: rounds: the median over rounds of each round's median, and the lowest and highest round median.
+CONFIRMED_LATENCY_NAMES: tuple[str, ...] = ("latency_ms_confirmed", "latency_ms_low", "latency_ms_high")
+
 #: ``objective.metric`` names built in; a user function is given as ``{_target_: module.function}``.
 BUILTIN_SCORERS: tuple[str, ...] = ("accuracy", "top_k", "agreement")
 
