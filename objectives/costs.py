@@ -1,7 +1,8 @@
 """Honest size and compute accounting of a compressed model, independent of any device.
 
-``ideal_bytes``: what the policy would cost if every non-zero weight took exactly its bit width
-(biases and other layers at 32 bits) - the gap to ``size_bytes`` is format overhead.
+``ideal_bytes``: what the file would cost if every non-zero kernel weight took exactly the bit width of
+the type it is stored as in the ``.tflite`` (biases and other layers at 32 bits) - the gap to
+``size_bytes`` is format overhead.
 ``macs``: multiply-accumulates of one inference. ``bitops``: sum over layers of MACs x weight bits x
 activation bits, a device-independent compute cost usable as an objective.
 """
@@ -54,7 +55,12 @@ def _macs(layer: keras.layers.Layer) -> int:
     return 0
 
 
-def model_costs(model: keras.Model, kernels: Mapping[str, np.ndarray], policies: Mapping[str, LayerPolicy], method: str) -> Costs:
+#: Bits per element of the tensor types a kernel is stored as (``tflite_file.weight_types``).
+STORED_TYPE_BITS = {"INT2": 2, "INT4": 4, "INT8": 8, "INT16": 16, "FLOAT16": 16, "FLOAT32": 32}
+
+
+def model_costs(model: keras.Model, kernels: Mapping[str, np.ndarray], policies: Mapping[str, LayerPolicy], method: str,
+                stored_types: Mapping[str, str] | None = None) -> Costs:
     """Costs of ``model`` (the float structure) under ``policies``.
 
     Args:
@@ -62,7 +68,10 @@ def model_costs(model: keras.Model, kernels: Mapping[str, np.ndarray], policies:
         kernels: the final float kernels of the compressible layers (for non-zero counts).
         policies: per-layer policy.
         method: the policy's method.
+        stored_types: each kernel's type in the ``.tflite`` (the file, not the policy, says what a weight
+            costs: a 2-bit policy stored as INT4 costs 4 bits); layers not named here use the policy's bits.
     """
+    stored_types = stored_types or {}
     ideal_bits = 0.0
     macs = 0
     bitops = 0.0
@@ -73,7 +82,7 @@ def model_costs(model: keras.Model, kernels: Mapping[str, np.ndarray], policies:
         policy = policies.get(layer.name)
         if layer.name in kernels:
             kernel = kernels[layer.name]
-            storage_bits = FLOAT_BITS if policy is None else policy.bits
+            storage_bits = STORED_TYPE_BITS.get(stored_types.get(layer.name, ""), FLOAT_BITS if policy is None else policy.bits)
             ideal_bits += np.count_nonzero(kernel) * storage_bits
             ideal_bits += sum(w.size for w in weights[1:]) * FLOAT_BITS
         else:

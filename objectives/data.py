@@ -17,7 +17,10 @@ from litesweep.objectives.errors import ConfigError, DataError
 from litesweep.objectives.settings import Source
 from litesweep.objectives.sources import SOURCES
 
-__all__ = ["SOURCES", "Dataset", "Source", "load_dataset", "preprocess"]
+__all__ = ["MIN_VAL_SAMPLES", "SOURCES", "Dataset", "Source", "check_data_fits", "load_dataset", "preprocess"]
+
+#: A validation split smaller than this selects trials by noise: the sweep warns that the front will be noisy.
+MIN_VAL_SAMPLES = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,3 +164,16 @@ def load_dataset(
         y_test=part["test"][1],
         num_classes=int(max(int(y.max()) for _, y in part.values())) + 1,
     )
+
+
+def check_data_fits(model: Any, data: Dataset) -> None:
+    """Raise ``DataError`` if the data's sample shape or labels do not fit the model."""
+    expected = tuple(model.input_shape[1:])
+    if tuple(data.input_shape) != expected:
+        raise DataError(f"data samples have shape {data.input_shape} but the model expects {expected}; "
+                        f"accepted: data whose samples are {expected}, or a model whose input is {tuple(data.input_shape)}")
+    outputs = int(model.output_shape[-1])
+    for split, labels in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= outputs):
+            raise DataError(f"{split} labels span [{labels.min()}, {labels.max()}] but the model has {outputs} outputs; "
+                            f"accepted: 0..{outputs - 1}")

@@ -29,3 +29,14 @@ class HopelessTrial(Exception):
         super().__init__(f"validation accuracy {val_accuracy:.4f} after the first fine-tuning epoch is below the floor {floor:.4f}")
         self.val_accuracy = val_accuracy
         self.floor = floor
+
+
+class RuntimeRefused(Exception):
+    """LiteRT's default interpreter refuses a trial's file (even stored dense): the trial is infeasible.
+
+    Not a ``LitesweepError``: the search records it as a pruned, infeasible trial, with the runtime's message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"LiteRT's default interpreter refuses the file: {message}")
+        self.runtime_message = message

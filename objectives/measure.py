@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import random
+import statistics
 import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
-from litesweep.objectives.metrics import ACCURACY, METRIC_NAMES, Metrics, Scorer, kl_divergence
+from litesweep.objectives.metrics import (
+    ACCURACY,
+    CONFIRMED_LATENCY_NAMES,
+    METRIC_NAMES,
+    TEST_METRIC_NAMES,
+    Metrics,
+    Scorer,
+    kl_divergence,
+    wilson_interval,
+)
 from litesweep.objectives.runtime import open_interpreter, predict, to_input
 from litesweep.objectives.settings import LatencyProtocol
 
-__all__ = ["METRIC_NAMES", "LatencyProtocol", "Measurement", "Metrics", "accuracy", "latency_ms", "measure", "predict"]
+__all__ = ["METRIC_NAMES", "ConfirmedLatency", "LatencyProtocol", "Measurement", "Metrics", "accuracy", "confirm_latency",
+           "latency_ms", "measure", "measure_test", "predict"]
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,3 +117,58 @@ def measure(
     )
     used = delegate if delegate == latency_delegate else f"{delegate}/{latency_delegate}"
     return Measurement(metrics=metrics, delegate=used, latency_runs=runs)
+
+
+def measure_test(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray, *, reference_score: float, scorer: Scorer = ACCURACY,
+                 reference_outputs: np.ndarray | None = None) -> dict[str, float]:
+    """``TEST_METRIC_NAMES`` of one file: its score on the test split, the drop below the float reference's
+    test score in points, and the score's Wilson 95% interval over the ``len(x_test)`` samples."""
+    outputs, _ = predict(tflite, x_test)
+    score = scorer.score(y_test, outputs, reference_outputs)
+    low, high = wilson_interval(score, len(x_test))
+    values = (score, round((reference_score - score) * 100.0, 6), low, high)
+    return dict(zip(TEST_METRIC_NAMES, values, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmedLatency:
+    """A file's latency over interleaved rounds: the median of the round medians and their range."""
+
+    median: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        """``CONFIRMED_LATENCY_NAMES`` → value."""
+        return dict(zip(CONFIRMED_LATENCY_NAMES, (self.median, self.low, self.high), strict=True))
+
+    def faster_than(self, other: ConfirmedLatency) -> bool:
+        """Faster beyond the noise: every round of this file beat every round of ``other``."""
+        return self.high < other.low
+
+    def ties(self, other: ConfirmedLatency) -> bool:
+        """Neither is faster beyond the noise (the ranges overlap)."""
+        return not self.faster_than(other) and not other.faster_than(self)
+
+
+def confirm_latency(files: Mapping[Key, bytes], time_once: Callable[[bytes], float], rounds: int,
+                    seed: int = 0) -> dict[Key, ConfirmedLatency]:
+    """Time every file ``rounds`` times, one round after another, each round in a fresh shuffled order.
+
+    Files timed side by side share whatever else the machine is doing, so their figures compare; a
+    file's spread over the rounds says how far apart two files must be before one is called faster.
+
+    Args:
+        files: key → ``.tflite`` bytes.
+        time_once: one latency figure of a file by the fixed protocol (a median over many invocations).
+        rounds: how many interleaved rounds.
+        seed: seed of the shuffles.
+    """
+    order = list(files)
+    shuffle = random.Random(seed).shuffle
+    readings: dict[Key, list[float]] = {key: [] for key in order}
+    for _ in range(rounds):
+        shuffle(order)
+        for key in order:
+            readings[key].append(time_once(files[key]))
+    return {key: ConfirmedLatency(statistics.median(v), min(v), max(v)) for key, v in readings.items()}

@@ -1,7 +1,7 @@
 """The metrics every trial reports (the same names in Optuna, MLflow, tables and pick constraints), and
 the scorers the ``accuracy`` objective can use (``objective.metric``).
 
-NumPy only: scoring runs on the outputs the LiteRT interpreter returned for the test split.
+NumPy only: scoring runs on the outputs the LiteRT interpreter returned for a split.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ class Metrics:
     """What was measured on one ``.tflite``.
 
     Attributes:
-        accuracy: the objective metric on the held-out test split (``objective.metric``; top-1 accuracy
-            by default), higher is better.
+        accuracy: the objective metric on the validation split (``objective.metric``; top-1 accuracy
+            by default), higher is better: what the search selects by (the test split is reported apart,
+            ``TEST_METRIC_NAMES``).
         accuracy_drop: percentage points of that metric below the float32 reference (negative = better).
         size_bytes: raw file size.
         size_gzip_bytes: file size after gzip -9 (what sparsity and clustering save in transfer).
@@ -30,7 +31,7 @@ class Metrics:
         ideal_bytes: sum over weights of non-zero count x bit width / 8 (biases at 32 bits).
         macs: multiply-accumulates of one inference.
         bitops: sum over layers of MACs x weight bits x activation bits.
-        kl_divergence: mean KL divergence from the float reference's softmax to this file's, on the test inputs.
+        kl_divergence: mean KL divergence from the float reference's softmax to this file's, on the validation inputs.
     """
 
     accuracy: float
@@ -81,6 +82,19 @@ def top_k_accuracy(labels: np.ndarray, outputs: np.ndarray, k: int = 1) -> float
         return float(np.mean(np.argmax(outputs, axis=1) == labels))
     top = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=1)))
+
+
+def wilson_interval(score: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% with the default ``z``) of a share ``score`` measured on ``n`` samples.
+
+    A score outside [0, 1] (a user metric that is not a share of samples) has no binomial interval: NaN, NaN.
+    """
+    if n <= 0 or not 0.0 <= score <= 1.0:
+        return math.nan, math.nan
+    z2 = z * z
+    centre = (score + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(score * (1 - score) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _distributions(reference: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

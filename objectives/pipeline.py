@@ -11,28 +11,24 @@ trials skip training and apply post-training recipes to the float file.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from litesweep.objectives.compat import keras
 
 import numpy as np
 
-from litesweep.objectives import convert, costs, inventory, measure, tflite_file
-from litesweep.objectives.data import Dataset
-from litesweep.objectives.errors import ConfigError, DataError
+from litesweep.objectives import convert, costs, inventory, measure, runtime, tflite_file
+from litesweep.objectives.data import Dataset, check_data_fits
+from litesweep.objectives.errors import ConfigError, RuntimeRefused
 from litesweep.objectives.inventory import LayerInfo, compressible_layers
-from litesweep.objectives.measure import Measurement
+from litesweep.objectives.measure import ConfirmedLatency, Key, Measurement
 from litesweep.objectives.metrics import ACCURACY, Metrics, Scorer
-from litesweep.objectives.policy import FLOAT16_BITS, FLOAT_BITS, LayerPolicy, Policy, recipe_name
+from litesweep.objectives.policy import Policy, recipe_name
 from litesweep.objectives.settings import FineTuneSettings, LatencyProtocol
-from litesweep.objectives.techniques import prune, quantize
+from litesweep.objectives.techniques import prune, quantize, recipes
 from litesweep.objectives.training import FineTuner, timed
 
-if TYPE_CHECKING:  # ptq loads ai-edge-quantizer: imported where a post-training trial needs it
-    from litesweep.objectives.techniques.ptq import PtqLayerRecipe
-
-__all__ = ["FineTuneSettings", "LatencyBackend", "Reference", "TrialOutput", "Workbench", "check_data_fits"]
+__all__ = ["FineTuneSettings", "LatencyBackend", "Reference", "TrialOutput", "Workbench"]
 
 #: A latency backend other than the local interpreter: ``.tflite`` bytes → (milliseconds, label).
 LatencyBackend = Callable[[bytes], tuple[float, str]]
@@ -40,10 +36,11 @@ LatencyBackend = Callable[[bytes], tuple[float, str]]
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """The float32 base model converted as is: what every trial is compared with."""
+    """The float32 base model converted as is: what every trial is compared with (``test``: its test figures)."""
 
     tflite: bytes
     measurement: Measurement
+    test: dict[str, float]
 
     @property
     def accuracy(self) -> float:
@@ -66,6 +63,7 @@ class TrialOutput:
         timings: seconds per phase (prepare, finetune, convert, evaluate).
         fallback: layers a post-training recipe asked to quantize but that stayed float in the file.
         filters: output channels/units per compressible layer in the student.
+        encoding: ``sparse`` when pruned kernels are stored sparse-encoded, else ``dense``.
     """
 
     tflite: bytes
@@ -75,6 +73,7 @@ class TrialOutput:
     timings: dict[str, float]
     fallback: list[str] = dataclasses.field(default_factory=list)
     filters: dict[str, int] = dataclasses.field(default_factory=dict)
+    encoding: str = "dense"
 
     @property
     def metrics(self) -> Metrics:
@@ -86,7 +85,8 @@ class Workbench:
 
     Args:
         base_model: the trained float model; never modified.
-        data: the dataset (train for fine-tuning, validation for the early floor, test for the ``.tflite``).
+        data: the dataset: train for fine-tuning; validation for every score the search selects by (trials,
+            presets, the float reference); test only for the figures reported beside them (``measure_test``).
         finetune: fine-tuning settings.
         protocol: the local latency protocol.
         latency_backend: measure latency elsewhere (e.g. on a device) instead of the local interpreter.
@@ -122,23 +122,25 @@ class Workbench:
         self.output_layer = base_model.layers[-1].name
         self._tuner = FineTuner(base_model, data, finetune)
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
-        # Every file is compared with the float reference's outputs (agreement, kl_divergence).
-        self.reference_outputs, _ = measure.predict(ref_tflite, data.x_test)
-        ref_acc = self._score_reference()
+        # Every file is compared with the float reference's outputs (agreement, kl_divergence), split by split.
+        self.reference_outputs, _ = measure.predict(ref_tflite, data.x_val)
+        self.reference_test_outputs, _ = measure.predict(ref_tflite, data.x_test)
+        ref_acc = self._score_reference(data.y_val, self.reference_outputs)
+        self._reference_test_score = self._score_reference(data.y_test, self.reference_test_outputs)
         measured = self.measure(ref_tflite, ref_acc, len(ref_tflite))
         self._base_kernels = self._kernels(base_model)
         base_costs = costs.model_costs(base_model, self._base_kernels, {}, "qat")
-        self.reference = Reference(ref_tflite, self._with_costs(measured, base_costs))
+        self.reference = Reference(ref_tflite, self._with_costs(measured, base_costs), self.measure_test(ref_tflite))
 
-    def _score_reference(self) -> float:
-        outputs = int(self.base_model.output_shape[-1])
-        if self.scorer.k is not None and self.scorer.k > outputs:
-            raise ConfigError(f"objective.k = {self.scorer.k} is more than the model's {outputs} outputs; accepted: 1..{outputs}")
+    def _score_reference(self, labels: np.ndarray, outputs: np.ndarray) -> float:
+        n_outputs = int(self.base_model.output_shape[-1])
+        if self.scorer.k is not None and self.scorer.k > n_outputs:
+            raise ConfigError(f"objective.k = {self.scorer.k} is more than the model's {n_outputs} outputs; accepted: 1..{n_outputs}")
         try:
-            return self.scorer.score(self.data.y_test, self.reference_outputs, self.reference_outputs)
+            return self.scorer.score(labels, outputs, outputs)
         except Exception as exc:
             text = " ".join(str(exc).split())[:200]
-            raise ConfigError(f"objective.metric = '{self.scorer.name}' failed on the float model's test outputs "
+            raise ConfigError(f"objective.metric = '{self.scorer.name}' failed on the float model's outputs "
                               f"({type(exc).__name__}: {text}); "
                               "accepted: a function f(labels, outputs) -> float, labels (n,) integers, outputs (n, classes)") from exc
 
@@ -150,9 +152,9 @@ class Workbench:
     # --- measuring --------------------------------------------------------------------------
 
     def measure(self, tflite: bytes, reference_accuracy: float | None = None, reference_size: int | None = None) -> Measurement:
-        """Measure any ``.tflite`` on the test split with the fixed protocol, against the float reference."""
+        """Measure any ``.tflite`` on the validation split with the fixed protocol, against the float reference."""
         result = measure.measure(
-            tflite, self.data.x_test, self.data.y_test,
+            tflite, self.data.x_val, self.data.y_val,
             reference_accuracy=self.reference.accuracy if reference_accuracy is None else reference_accuracy,
             reference_size_bytes=self.reference.size_bytes if reference_size is None else reference_size,
             protocol=self.protocol, scorer=self.scorer, reference_outputs=self.reference_outputs,
@@ -162,6 +164,21 @@ class Workbench:
         latency, label = self.latency_backend(tflite)
         return dataclasses.replace(result, metrics=dataclasses.replace(result.metrics, latency_ms=latency),
                                    delegate=f"{result.delegate}; latency: {label}")
+
+    def measure_test(self, tflite: bytes) -> dict[str, float]:
+        """The file's figures on the test split (``TEST_METRIC_NAMES``): for reporting, never for selecting."""
+        return measure.measure_test(tflite, self.data.x_test, self.data.y_test, reference_score=self._reference_test_score,
+                                    scorer=self.scorer, reference_outputs=self.reference_test_outputs)
+
+    def time_once(self, tflite: bytes) -> float:
+        """One latency figure of a file by the fixed protocol (on the device, with a latency backend)."""
+        if self.latency_backend is not None:
+            return self.latency_backend(tflite)[0]
+        return measure.latency_ms(tflite, self.data.x_val[0], self.protocol)[0]
+
+    def confirm_latency(self, files: Mapping[Key, bytes], seed: int = 0) -> dict[Key, ConfirmedLatency]:
+        """Time ``files`` side by side in ``protocol.confirm_rounds`` shuffled rounds (``measure.confirm_latency``)."""
+        return measure.confirm_latency(files, self.time_once, self.protocol.confirm_rounds, seed)
 
     @staticmethod
     def _with_costs(measurement: Measurement, model_costs: costs.Costs) -> Measurement:
@@ -214,7 +231,7 @@ class Workbench:
         ops = ptq.kernel_ops(self.reference.tflite, [info.name for info in self.layers])
         supported: dict[str, set[str]] = {}
         for layer, layer_ops in ops.items():
-            names = [{recipe_name(*_recipe_fields(r)) for r in ptq.supported_recipes(op.op)} for op in layer_ops]
+            names = [{recipe_name(*recipes.recipe_fields(r)) for r in ptq.supported_recipes(op.op)} for op in layer_ops]
             supported[layer] = set.intersection(*names) if names else {"float"}
         return supported
 
@@ -223,11 +240,10 @@ class Workbench:
         from litesweep.objectives import presets
 
         tflite = presets.convert_preset(self.base_model, name, self.calibration)
-        layer = {"float32": None, "float16": LayerPolicy(bits=FLOAT16_BITS), "dynamic_int8": LayerPolicy(bits=8),
-                 "full_int8": LayerPolicy(bits=8, ptq_mode="static"),
-                 "int16x8": LayerPolicy(bits=8, act_bits=16, ptq_mode="static")}[name]
+        layer = presets.PRESET_LAYER_POLICY[name]
         policies = {} if layer is None else {info.name: layer for info in self.layers}
-        model_costs = costs.model_costs(self.base_model, self._kernels(self.base_model), policies, "ptq")
+        stored = tflite_file.weight_types(tflite, [info.name for info in self.layers])
+        model_costs = costs.model_costs(self.base_model, self._base_kernels, policies, "ptq", stored)
         return tflite, self._with_costs(self.measure(tflite), model_costs)
 
     def _kernels(self, model: keras.Model) -> dict[str, np.ndarray]:
@@ -243,50 +259,26 @@ class Workbench:
                 bits = list(policy.quantized_layers.values())
                 sparse = bool(policy.sparse_layers or policy.structured_layers) and convert.sparse_encoding_allowed(bits)
                 tflite = convert.to_tflite(model, quantized=bool(bits), sparse=sparse)
+                if sparse and runtime.default_runtime_error(tflite) is not None:
+                    # XNNPACK refuses some sparse-encoded int8 kernels; the same weights stored dense run everywhere.
+                    tflite = convert.to_tflite(model, quantized=bool(bits), sparse=False)
             else:
                 from litesweep.objectives.techniques import ptq
 
                 float_tflite = (self.reference.tflite if not policy.needs_training
                                 else convert.to_tflite(model, quantized=False, sparse=False))
-                recipes = {name: _ptq_recipe(layer) for name, layer in policy.layers.items()}
-                result = ptq.quantize_tflite(float_tflite, recipes, self.calibration)
+                layer_recipes = {name: recipes.ptq_recipe(layer) for name, layer in policy.layers.items()}
+                result = ptq.quantize_tflite(float_tflite, layer_recipes, self.calibration)
                 tflite, fallback = result.tflite, list(result.fallback)
+            refused = runtime.default_runtime_error(tflite)
+            if refused is not None:
+                raise RuntimeRefused(refused)
         with timed(timings, "evaluate"):
             measurement = self.measure(tflite)
-            model_costs = costs.model_costs(float_model, kernels, policy.layers, policy.method)
-            measurement = self._with_costs(measurement, model_costs)
             types = tflite_file.weight_types(tflite, [info.name for info in self.layers])
+            model_costs = costs.model_costs(float_model, kernels, policy.layers, policy.method, types)
+            measurement = self._with_costs(measurement, model_costs)
         achieved = {name: prune.achieved_sparsity(kernels[name]) for name, layer in policy.layers.items() if layer.pruned}
         filters = {info.name: int(kernels[info.name].shape[-1]) for info in self.layers}
-        return TrialOutput(tflite, measurement, achieved, types, timings, fallback, filters)
-
-
-def _recipe_fields(recipe: PtqLayerRecipe) -> tuple[int, str, int]:
-    if recipe.mode == "float":
-        return FLOAT_BITS, "dynamic", 8
-    if recipe.mode == "fp16":
-        return FLOAT16_BITS, "dynamic", 8
-    return recipe.bits, recipe.mode, recipe.act_bits
-
-
-def _ptq_recipe(layer: LayerPolicy) -> PtqLayerRecipe:
-    from litesweep.objectives.techniques import ptq
-
-    if layer.bits == FLOAT_BITS:
-        return ptq.PtqLayerRecipe(mode="float")
-    if layer.bits == FLOAT16_BITS:
-        return ptq.PtqLayerRecipe(mode="fp16")
-    return ptq.PtqLayerRecipe(mode=layer.ptq_mode, bits=layer.bits, act_bits=layer.act_bits)
-
-
-def check_data_fits(model: keras.Model, data: Dataset) -> None:
-    """Raise ``DataError`` if the data's sample shape or labels do not fit the model."""
-    expected = tuple(model.input_shape[1:])
-    if tuple(data.input_shape) != expected:
-        raise DataError(f"data samples have shape {data.input_shape} but the model expects {expected}; "
-                        f"accepted: data whose samples are {expected}, or a model whose input is {tuple(data.input_shape)}")
-    outputs = int(model.output_shape[-1])
-    for split, labels in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= outputs):
-            raise DataError(f"{split} labels span [{labels.min()}, {labels.max()}] but the model has {outputs} outputs; "
-                            f"accepted: 0..{outputs - 1}")
+        encoding = "sparse" if any(t.is_sparse for t in tflite_file.tensors(tflite)) else "dense"
+        return TrialOutput(tflite, measurement, achieved, types, timings, fallback, filters, encoding)

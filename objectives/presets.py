@@ -12,7 +12,16 @@ from litesweep.objectives.compat import keras, tf
 
 import numpy as np
 
+from litesweep.objectives.policy import FLOAT16_BITS, LayerPolicy
+
 PRESETS: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8", "int16x8")
+#: What each preset does to every compressible layer, as a policy (``None``: left float32).
+PRESET_LAYER_POLICY: dict[str, LayerPolicy | None] = {
+    "float32": None, "float16": LayerPolicy(bits=FLOAT16_BITS), "dynamic_int8": LayerPolicy(bits=8),
+    "full_int8": LayerPolicy(bits=8, ptq_mode="static"), "int16x8": LayerPolicy(bits=8, act_bits=16, ptq_mode="static"),
+}
+#: The presets with integer weights: a new study's first trials are the search-space points nearest them.
+INTEGER_PRESETS: tuple[str, ...] = ("dynamic_int8", "full_int8")
 
 
 def _representative(calibration: np.ndarray) -> Callable[[], object]:

@@ -19,6 +19,8 @@ _RESOLVERS = {
     DELEGATE_BUILTIN: litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
 }
 EVAL_BATCH = 256
+#: Longest error text ``default_runtime_error`` returns.
+MAX_ERROR_CHARS = 300
 
 
 def _interpreter(tflite: bytes, delegate: str, threads: int, batch: int | None) -> litert.Interpreter:
@@ -41,6 +43,27 @@ def open_interpreter(tflite: bytes, threads: int = 1, batch: int | None = None) 
         return _interpreter(tflite, DELEGATE_DEFAULT, threads, batch), DELEGATE_DEFAULT
     except RuntimeError:
         return _interpreter(tflite, DELEGATE_BUILTIN, threads, batch), DELEGATE_BUILTIN
+
+
+def default_runtime_error(tflite: bytes) -> str | None:
+    """Why LiteRT's default interpreter refuses the file, or ``None`` when it runs.
+
+    Opens the file as a user would (``Interpreter(model_content=...)``, default settings, so XNNPACK
+    applies), allocates, and invokes once on zero inputs.
+
+    Returns:
+        ``None`` when it runs, else the runtime's error text on one line (at most ``MAX_ERROR_CHARS``).
+    """
+    try:
+        interpreter = litert.Interpreter(model_content=tflite)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    return None
 
 
 def to_input(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -27,6 +27,8 @@ KERAS_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 LATENCY_BACKENDS: tuple[str, ...] = ("local", "command")
 #: Fewer timed invocations than this give a median too noisy to rank trials by.
 MIN_LATENCY_RUNS = 50
+#: Fewer interleaved rounds than this give a spread (lowest to highest round median) too narrow to trust.
+MIN_CONFIRM_ROUNDS = 5
 
 
 def _tuple(values: object) -> object:
@@ -201,6 +203,8 @@ class LatencyProtocol:
         unit: unit of that time (``us`` or ``ms``).
         timeout_s: seconds before the command is killed.
         cache_dir: where device readings are cached (``None``: no cache).
+        confirm_rounds: at the end of a run, front trials and presets are timed again side by side, in
+            this many rounds (each times every file once, in a shuffled order).
     """
 
     backend: str = dataclasses.field(default="local", kw_only=True)
@@ -214,6 +218,16 @@ class LatencyProtocol:
     unit: str = "us"
     timeout_s: float = 300.0
     cache_dir: str | None = None
+    confirm_rounds: int = 7
+
+    def describe(self) -> dict[str, str | int | float]:
+        """The protocol as ``latency.*`` params (logged on every trial run and compared on resume)."""
+        described: dict[str, str | int | float] = {"backend": self.backend, "threads": self.threads, "warmup": self.warmup,
+                                                   "min_runs": self.min_runs, "max_runs": self.max_runs,
+                                                   "max_seconds": self.max_seconds, "statistic": "median", "batch_size": 1}
+        if self.backend == "command":
+            described.update(command=str(self.command), pattern=str(self.pattern), unit=self.unit)
+        return {f"latency.{k}": v for k, v in described.items()}
 
     def validate(self) -> None:
         """Raise ``ConfigError`` on an unknown backend, a command backend without its command, or too few runs."""
@@ -223,3 +237,5 @@ class LatencyProtocol:
                               "with {model} and a regular expression whose first group is the time (as in conf/latency/command.yaml)")
         if self.min_runs < MIN_LATENCY_RUNS:
             raise ConfigError(f"latency.min_runs = {self.min_runs!r} is too few; accepted: >= {MIN_LATENCY_RUNS}")
+        if isinstance(self.confirm_rounds, bool) or self.confirm_rounds < MIN_CONFIRM_ROUNDS:
+            raise ConfigError(f"latency.confirm_rounds = {self.confirm_rounds!r} is too few; accepted: an integer >= {MIN_CONFIRM_ROUNDS}")

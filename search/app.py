@@ -31,9 +31,15 @@ def run(cfg: DictConfig) -> SweepResult:
     check_tracking(cfg.tracking.uri)
     check_storage(cfg.study.storage)
     from litesweep.search.storage import count_finished
-    from litesweep.search.sweep import Sweep, log, run_workers
+    from litesweep.search.sweep import Sweep, log
+    from litesweep.search.workers import run_workers
 
     sweep = Sweep(cfg, check_layers=True)
+    from litesweep.objectives.data import MIN_VAL_SAMPLES
+
+    if len(sweep.bench.data.y_val) < MIN_VAL_SAMPLES:
+        log.warning("the validation split has %d examples (fewer than %d): trials are selected on it, so the front will be "
+                    "noisy; raise data.val_fraction or give more data", len(sweep.bench.data.y_val), MIN_VAL_SAMPLES)
     parent_id, resumed = sweep.open_parent_run()
     log.info("study '%s' %s: %d/%d trials finished; parent run %s", sweep.study.study_name,
              "resumed" if resumed else "created", count_finished(sweep.study), cfg.study.n_trials, parent_id)
@@ -91,10 +97,15 @@ def _print_summary(cfg: DictConfig, sweep: Any, result: SweepResult) -> None:
     scored = "" if metric == "accuracy" else f"; accuracy is objective.metric = {metric}"
     print(f"\nPareto front of study '{result.study_name}' ({result.n_finished} finished trials, objectives "
           f"{sweep.directions}{feasible}{scored}):")
-    print(pareto.format_table(sweep.front, result.reference, result.presets))
+    print(pareto.format_table(sweep.front, result.reference, result.presets, result.figures))
+    print("val_* figures selected the front (validation split); test_* are reported only (test split, Wilson 95% interval); "
+          "latency_ms is the median of rounds timed side by side, latency_range their lowest and highest")
     if result.presets:
         print(baselines.dominance_line(result.presets_dominated_on_size, "accuracy, size_bytes", "dominated or equalled"))
         print(baselines.dominance_line(result.presets_dominated, ", ".join(sweep.directions), "dominated"))
+        line = baselines.latency_line(result.figures, result.presets)
+        if line:
+            print(line)
     print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
 
 

@@ -5,8 +5,9 @@ Same config as ``litesweep`` (the same overrides find the same study). Trial by 
 - every Optuna trial has exactly one MLflow child run, linked both ways (run id ↔ trial number);
 - the states agree (COMPLETE ↔ FINISHED, PRUNED ↔ KILLED, FAIL ↔ FAILED or KILLED);
 - a COMPLETE trial's run holds ``model.tflite`` and ``policy.json``, the file's SHA-256 is the logged one,
-  its length is the logged ``size_bytes``, and (``audit.remeasure=true``) the LiteRT interpreter scores it
-  on the test split exactly as logged;
+  its length is the logged ``size_bytes``, LiteRT's default interpreter runs it, and (``audit.remeasure=true``)
+  the interpreter scores it on the validation split exactly as logged and, for a front trial, on the test
+  split exactly as logged on its run and in the study;
 - the ``litesweep.pareto`` tags are the study's current front.
 
 Prints one line per problem and a summary; exits 1 when any check fails.
@@ -38,6 +39,7 @@ from litesweep.search.ledger import (
     TAG_TFLITE_SHA256,
     TAG_TRIAL,
     TFLITE_FILE,
+    confirmed_of,
     open_view,
     run_id_of,
     search_all_runs,
@@ -57,6 +59,7 @@ class AuditReport:
     runs: int = 0
     files_checked: int = 0
     remeasured: int = 0
+    remeasured_on_test: int = 0
     running: list[int] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -84,12 +87,12 @@ def audit(cfg: DictConfig) -> AuditReport:
     front = {t.number for t in view.front()}
     bench = _bench(cfg) if cfg.audit.remeasure else None
     for trial in study.trials:
-        _check_trial(trial, by_number.get(trial.number, []), front, client, bench, report)
+        _check_trial(trial, by_number.get(trial.number, []), front, client, bench, report, confirmed_of(study, trial.number))
     return report
 
 
 def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[int], client: MlflowClient,
-                 bench: Any, report: AuditReport) -> None:
+                 bench: Any, report: AuditReport, confirmed: dict[str, float]) -> None:
     problem = report.problems.append
     where = f"trial {trial.number} ({trial.state.name})"
     if trial.state == optuna.trial.TrialState.WAITING:
@@ -126,11 +129,22 @@ def _check_trial(trial: optuna.trial.FrozenTrial, runs: list[Any], front: set[in
     sha = run.data.tags.get(TAG_TFLITE_SHA256)
     if sha is not None and hashlib.sha256(tflite).hexdigest() != sha:
         problem(f"{where}: model.tflite's SHA-256 is not the logged {TAG_TFLITE_SHA256}")
+    from litesweep.objectives.runtime import default_runtime_error
+
+    refused = default_runtime_error(tflite)
+    if refused is not None:
+        problem(f"{where}: LiteRT's default interpreter refuses model.tflite: {refused}")
     if bench is not None:
         accuracy = bench.measure(tflite).metrics.accuracy
         report.remeasured += 1
         if accuracy != logged.get("accuracy"):
-            problem(f"{where}: model.tflite scores {accuracy!r} on the test split, logged accuracy = {logged.get('accuracy')!r}")
+            problem(f"{where}: model.tflite scores {accuracy!r} on the validation split, logged accuracy = {logged.get('accuracy')!r}")
+        if trial.number in front:  # only front trials were ever measured on test
+            test = bench.measure_test(tflite)["test_accuracy"]
+            report.remeasured_on_test += 1
+            if test != logged.get("test_accuracy") or test != confirmed.get("test_accuracy"):
+                problem(f"{where}: model.tflite scores {test!r} on the test split, logged test_accuracy = "
+                        f"{logged.get('test_accuracy')!r} (run), {confirmed.get('test_accuracy')!r} (study)")
 
 
 def _bench(cfg: DictConfig) -> Any:
@@ -146,7 +160,8 @@ def _main(cfg: DictConfig) -> AuditReport:
     for line in report.problems:
         print(f"litesweep-audit: {line}")
     print(f"Audited study '{cfg.study.name}': {report.trials} trials, {report.runs} trial runs, "
-          f"{report.files_checked} model.tflite files checked, {report.remeasured} re-measured, "
+          f"{report.files_checked} model.tflite files checked, {report.remeasured} re-measured on validation, "
+          f"{report.remeasured_on_test} front trials on test, "
           f"{len(report.running)} running, {len(report.problems)} problem(s).")
     if not report.ok:
         sys.exit(EXIT_MISMATCH)

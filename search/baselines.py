@@ -5,29 +5,35 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import optuna
-
+from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES
 from litesweep.search import pareto
-from litesweep.search.ledger import METRICS_ATTR, TAG_DELEGATE, TAG_PRESET, TFLITE_FILE
+from litesweep.search.ledger import TAG_DELEGATE, TAG_PRESET, TFLITE_FILE
 from litesweep.search.tracking import Tracker
 
 #: The test issue 3 sets for presets: a front trial at least as accurate and no larger.
 ACCURACY_AND_SIZE = {"accuracy": "maximize", "size_bytes": "minimize"}
 
 
-def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:
-    """Metrics of every preset; presets already logged for this study are read back, not redone."""
-    from litesweep.objectives.presets import PRESETS
-
-    found: dict[str, dict[str, float]] = {}
+def preset_runs(tracker: Tracker) -> dict[str, Any]:
+    """Each preset's baseline run (the first, when a resumed study logged one twice)."""
+    found: dict[str, Any] = {}
     for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):
         if TAG_PRESET in r.data.tags:
-            found.setdefault(r.data.tags[TAG_PRESET], dict(r.data.metrics))
+            found.setdefault(r.data.tags[TAG_PRESET], r)
+    return found
+
+
+def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:
+    """Metrics of every preset (validation figures, and test figures beside them); presets already logged
+    for this study are read back, not redone."""
+    from litesweep.objectives.presets import PRESETS
+
+    found = {name: dict(run.data.metrics) for name, run in preset_runs(tracker).items()}
     for preset in PRESETS:
         if preset in found:
             continue
         tflite, measurement = bench.preset(preset)
-        metrics = measurement.metrics.as_dict()
+        metrics = measurement.metrics.as_dict() | bench.measure_test(tflite)
         tracker.log_baseline(study_name, preset, metrics, {TAG_DELEGATE: measurement.delegate},
                              {TFLITE_FILE: tflite})
         found[preset] = metrics
@@ -36,7 +42,7 @@ def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, 
 
 def dominance(
     presets: Mapping[str, Mapping[str, float]],
-    front: Sequence[optuna.trial.FrozenTrial],
+    front: Mapping[int, Mapping[str, float]],
     directions: Mapping[str, str],
     on: Sequence[str] | None = None,
     or_equal: bool = False,
@@ -45,7 +51,8 @@ def dominance(
 
     Args:
         presets: metrics of each preset.
-        front: the study's (feasible) Pareto front.
+        front: figures of each trial of the study's (feasible) Pareto front, by trial number
+            (``ledger.figures_of``: confirmed latency, when present, is compared by its range).
         directions: every objective's direction.
         on: the objectives compared (default: all of ``directions``).
         or_equal: a trial equal to the preset on every compared objective also counts.
@@ -54,10 +61,9 @@ def dominance(
     result: dict[str, int | None] = {}
     for preset, metrics in presets.items():
         result[preset] = None
-        for trial in front:
-            m = trial.user_attrs[METRICS_ATTR]
-            if (pareto.dominates_or_equals if or_equal else pareto.dominates)(m, metrics, compared):
-                result[preset] = trial.number
+        for number, figures in front.items():
+            if (pareto.dominates_or_equals if or_equal else pareto.dominates)(figures, metrics, compared):
+                result[preset] = number
                 break
     return result
 
@@ -66,3 +72,23 @@ def dominance_line(result: Mapping[str, int | None], objectives: str, verb: str)
     """One console line: which front trial beats each preset on ``objectives``."""
     found = ", ".join(f"{p}: {'trial ' + str(t) if t is not None else 'no'}" for p, t in result.items())
     return f"Presets {verb} on ({objectives}) by a feasible front trial: {found}"
+
+
+def latency_line(front: Mapping[int, Mapping[str, float]], presets: Mapping[str, Mapping[str, float]]) -> str | None:
+    """One console line: the fastest front trial against the fastest preset, both re-timed side by side.
+
+    "Faster" only when the ranges of round medians do not overlap (``pareto.compare``); otherwise a tie.
+    """
+    key = CONFIRMED_LATENCY_NAMES[0]
+    timed = {name: m for name, m in presets.items() if key in m}
+    trials = {number: m for number, m in front.items() if key in m}
+    if not timed or not trials:
+        return None
+    preset = min(timed, key=lambda name: timed[name][key])
+    number = min(trials, key=lambda n: trials[n][key])
+    a, b = trials[number], timed[preset]
+    order = pareto.compare(a, b, "latency_ms", "minimize")
+    verdict = {1: f"{b[key] / a[key]:.2f}x as fast as", 0: "ties (ranges overlap) with", -1: f"{a[key] / b[key]:.2f}x as slow as"}[order]
+    return (f"Latency, re-timed side by side: fastest front trial {number} ({a[key]:.4f} ms [{a['latency_ms_low']:.4f}, "
+            f"{a['latency_ms_high']:.4f}]) {verdict} the fastest preset {preset} ({b[key]:.4f} ms [{b['latency_ms_low']:.4f}, "
+            f"{b['latency_ms_high']:.4f}])")

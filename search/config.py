@@ -118,6 +118,7 @@ class StudyConfig:
     # kept and marked, and the front is made of feasible trials only.
     constraints: Any = None
     presets: bool = True
+    preset_twins: bool = True  # a new study's first trials are the space's points nearest each integer preset
 
 
 @dataclasses.dataclass
@@ -160,7 +161,7 @@ class ApplyConfig:
 class AuditConfig:
     """``litesweep-audit``: check the two stores against each other and the logged files."""
 
-    remeasure: bool = True  # also score every logged model.tflite on the test split again
+    remeasure: bool = True  # also score every logged model.tflite again: validation, and test for front trials
 
 
 @dataclasses.dataclass

@@ -30,6 +30,7 @@ POLICY_ATTR: Final = "policy"  # Policy.to_dict()
 TIMINGS_ATTR: Final = "timings"  # seconds per phase of the trial
 WORKER_ATTR: Final = "worker"  # host:pid:start of the process running it (recovery tells dead workers by it)
 RETRY_OF_ATTR: Final = "retry_of"  # the failed trial this one retries
+TWIN_ATTR: Final = "preset_twin"  # set when enqueued: the integer preset this trial is the search-space twin of
 
 # --- Optuna study user attributes -----------------------------------------------------------------------
 OBJECTIVES_ATTR: Final = "objectives"  # names of the study's values, in order
@@ -37,6 +38,8 @@ PARENT_RUN_ATTR: Final = "mlflow_parent_run_id"  # the study's MLflow parent run
 METRIC_ATTR: Final = "objective_metric"  # what the accuracy objective scores (objective.metric)
 SCREEN_ATTR: Final = "screen"  # rows of the post-training screen (cached for a resumed study)
 SENSITIVITY_ATTR: Final = "sensitivity"  # per-unit accuracy drops (cached for a resumed study)
+FINGERPRINT_ATTR: Final = "fingerprint"  # base model, data and split, latency protocol: what every trial is compared under
+CONFIRMED_ATTR_PREFIX: Final = "confirmed."  # + trial number: test figures and confirmed latency of a front trial
 
 # --- MLflow tags ----------------------------------------------------------------------------------------
 TAG_ROLE: Final = "litesweep.role"  # ROLE_STUDY, ROLE_TRIAL or ROLE_BASELINE
@@ -52,6 +55,8 @@ TAG_FEASIBLE: Final = "litesweep.feasible"
 TAG_TFLITE_SHA256: Final = "litesweep.tflite_sha256"
 TAG_DELEGATE: Final = "litesweep.delegate"  # the interpreter delegate the file was measured with
 TAG_FALLBACK: Final = "litesweep.fallback"  # layers whose technique fell back (e.g. left float)
+TAG_ENCODING: Final = "litesweep.encoding"  # "sparse" or "dense": how pruned kernels are stored in the file
+TAG_PRESET_TWIN: Final = "litesweep.preset_twin"  # the preset an enqueued first trial is nearest to
 TAG_WEIGHT_TYPE_PREFIX: Final = "litesweep.weight_type."  # + layer: the weight type in the .tflite
 TAG_PRESET: Final = "litesweep.preset"  # a baseline run's converter preset
 TAG_METRIC: Final = "litesweep.objective.metric"  # parent run: what accuracy scores
@@ -151,6 +156,44 @@ def record_objective_metric(study: optuna.Study, metric: str) -> None:
     elif recorded != metric:
         raise ConfigError(f"study '{study.study_name}' is scored with objective.metric = '{recorded}', not '{metric}'; "
                           "accepted: the same objective.metric, or another study.name")
+
+
+#: What ``Sweep.fingerprint`` records, in words for the one-line refusal.
+FINGERPRINT_PARTS: Final = {"base_model": "base model", "data": "data or its split", "latency": "latency protocol"}
+
+
+def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any]) -> None:
+    """Record the study's fingerprint, or refuse to resume it under another one (nothing is written then).
+
+    Raises:
+        ConfigError: the base model, the data (or its split) or the latency protocol differs from the
+            study's, so new trials would be compared with another reference than the old ones.
+    """
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None:
+        study.set_user_attr(FINGERPRINT_ATTR, dict(fingerprint))
+        return
+    changed = [key for key in FINGERPRINT_PARTS if recorded.get(key) != fingerprint.get(key)]
+    if changed:
+        what = "; ".join(f"{FINGERPRINT_PARTS[k]}: {_short(recorded.get(k))} then, {_short(fingerprint.get(k))} now" for k in changed)
+        raise ConfigError(f"study '{study.study_name}' was run with another {' and '.join(FINGERPRINT_PARTS[k] for k in changed)} "
+                          f"({what}); accepted: the study's own settings, or a new study.name for the new ones")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping):  # the latency protocol: only what is worth reading
+        return ",".join(f"{k.removeprefix('latency.')}={v}" for k, v in value.items())
+    return str(value)
+
+
+def confirmed_of(study: optuna.Study, number: int) -> dict[str, float]:
+    """A front trial's test figures and confirmed latency (empty until it reached the front)."""
+    return dict(study.user_attrs.get(f"{CONFIRMED_ATTR_PREFIX}{number}", {}))
+
+
+def figures_of(study: optuna.Study, trial: FrozenTrial) -> dict[str, float]:
+    """Everything measured on a trial's file: the search's validation figures plus any confirmed ones."""
+    return metrics_of(trial) | confirmed_of(study, trial.number)
 
 
 def trial_runs_filter(parent_run_id: str, role: str = ROLE_TRIAL) -> str:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import optuna
 
-from litesweep.objectives.metrics import METRIC_NAMES
 from litesweep.search.ledger import METRICS_ATTR, RUN_ID_ATTR
-
-TABLE_COLUMNS = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "size_gzip_bytes", "latency_ms", "ideal_bytes")
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -19,15 +16,33 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
+#: Spread keys of a metric measured in interleaved rounds: compared by their ranges, not their medians.
+SPREADS = {"latency_ms": ("latency_ms_low", "latency_ms_high")}
+
+
+def compare(a: Mapping[str, float], b: Mapping[str, float], metric: str, direction: str) -> int:
+    """1 when ``a`` is better on ``metric``, -1 when worse, 0 for a tie.
+
+    Latency confirmed on both (``latency_ms_low``/``_high``: the range of round medians) is a tie while
+    the ranges overlap: a difference inside the noise is not a difference.
+    """
+    low, high = SPREADS.get(metric, ("", ""))
+    if low in a and high in a and low in b and high in b:
+        return 1 if a[high] < b[low] else -1 if b[high] < a[low] else 0
+    if a[metric] == b[metric]:
+        return 0
+    return 1 if (a[metric] > b[metric]) == (direction == "maximize") else -1
+
+
 def dominates(a: Mapping[str, float], b: Mapping[str, float], directions: Mapping[str, str]) -> bool:
     """``a`` is no worse than ``b`` on every objective in ``directions`` and better on at least one."""
-    no_worse = all(a[k] >= b[k] if d == "maximize" else a[k] <= b[k] for k, d in directions.items())
-    return no_worse and any(a[k] != b[k] for k in directions)
+    order = [compare(a, b, k, d) for k, d in directions.items()]
+    return min(order) >= 0 and max(order) == 1
 
 
 def dominates_or_equals(a: Mapping[str, float], b: Mapping[str, float], directions: Mapping[str, str]) -> bool:
     """``a`` dominates ``b`` on ``directions``, or ties it on every one of them."""
-    return dominates(a, b, directions) or all(a[k] == b[k] for k in directions)
+    return all(compare(a, b, k, d) >= 0 for k, d in directions.items())
 
 
 def non_dominated(rows: Sequence[Mapping[str, float]], directions: Mapping[str, str]) -> list[Mapping[str, float]]:
@@ -44,33 +59,57 @@ def format_table(
     trials: Sequence[optuna.trial.FrozenTrial],
     reference: Mapping[str, float] | None = None,
     presets: Mapping[str, Mapping[str, float]] | None = None,
+    figures: Mapping[int, Mapping[str, float]] | None = None,
 ) -> str:
-    """A plain-text table of trials' metrics, smallest file first, below the float reference and presets."""
-    header = ("trial", *TABLE_COLUMNS, "mlflow run")
+    """A plain-text table, smallest file first, below the float reference and presets.
+
+    Validation figures (what the search selected by) and test figures (reported, never selected by)
+    are labelled apart; latency is the confirmed median with its range of round medians when confirmed.
+    ``figures``: each trial's figures by number (default: its ``metrics`` attribute).
+    """
+    header = ("trial", *(label for label, _ in COLUMNS), "mlflow run")
     rows = []
     if reference:
-        rows.append(("float32", *(_fmt(c, reference.get(c)) for c in TABLE_COLUMNS), "(reference)"))
+        rows.append(("float32", *_cells(reference), "(reference)"))
     for name, metrics in (presets or {}).items():
-        rows.append((name, *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), "(preset)"))
-    for t in sorted(trials, key=lambda t: t.user_attrs.get(METRICS_ATTR, {}).get("size_bytes", 0)):
-        metrics = t.user_attrs.get(METRICS_ATTR, {})
-        rows.append((str(t.number), *(_fmt(c, metrics.get(c)) for c in TABLE_COLUMNS), t.user_attrs.get(RUN_ID_ATTR, "-")))
+        rows.append((name, *_cells(metrics), "(preset)"))
+    found = {t.number: dict((figures or {}).get(t.number) or t.user_attrs.get(METRICS_ATTR, {})) for t in trials}
+    for t in sorted(trials, key=lambda t: found[t.number].get("size_bytes", 0)):
+        rows.append((str(t.number), *_cells(found[t.number]), t.user_attrs.get(RUN_ID_ATTR, "-")))
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True)) for r in (header, *rows)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _fmt(column: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if column in ("size_bytes", "size_gzip_bytes", "ideal_bytes"):
-        return f"{int(value):,}"
-    if column == "accuracy":
-        return f"{value:.4f}"
-    if column == "latency_ms":
-        return f"{value:.4f}"
-    return f"{value:.2f}"
+def _cells(m: Mapping[str, float]) -> list[str]:
+    return [cell(m) for _, cell in COLUMNS]
 
 
-assert set(TABLE_COLUMNS) <= set(METRIC_NAMES)
+def _number(key: str, form: str) -> Callable[[Mapping[str, float]], str]:
+    return lambda m: "-" if m.get(key) is None else format(m[key], form)
+
+
+def _range(low: str, high: str, form: str) -> Callable[[Mapping[str, float]], str]:
+    return lambda m: "-" if m.get(low) is None else f"[{m[low]:{form}}, {m[high]:{form}}]"
+
+
+def _latency(m: Mapping[str, float]) -> str:
+    value = m.get("latency_ms_confirmed", m.get("latency_ms"))
+    return "-" if value is None else f"{value:.4f}"
+
+
+#: (header, cell) of each column of the front table.
+COLUMNS: tuple[tuple[str, Callable[[Mapping[str, float]], str]], ...] = (
+    ("val_accuracy", _number("accuracy", ".4f")),
+    ("val_drop", _number("accuracy_drop", ".2f")),
+    ("test_accuracy", _number("test_accuracy", ".4f")),
+    ("test_95%", _range("test_accuracy_low", "test_accuracy_high", ".4f")),
+    ("test_drop", _number("test_accuracy_drop", ".2f")),
+    ("size_bytes", _number("size_bytes", ",.0f")),
+    ("ratio", _number("compression_ratio", ".2f")),
+    ("gzip_bytes", _number("size_gzip_bytes", ",.0f")),
+    ("latency_ms", _latency),
+    ("latency_range", _range("latency_ms_low", "latency_ms_high", ".4f")),
+    ("ideal_bytes", _number("ideal_bytes", ",.0f")),
+)

@@ -17,8 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES, TEST_METRIC_NAMES
 from litesweep.search import pareto
-from litesweep.search.ledger import FEASIBLE_ATTR, METRICS_ATTR, POLICY_ATTR, RUN_ID_ATTR
+from litesweep.search.ledger import CONFIRMED_ATTR_PREFIX, FEASIBLE_ATTR, METRICS_ATTR, POLICY_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
 LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", "latency_ms")
@@ -168,12 +169,17 @@ def front_policies_png(study: optuna.Study) -> bytes | None:
 
 
 def trials_csv(study: optuna.Study) -> str:
-    """Every trial: number, state, Optuna params, every metric, feasibility and its MLflow run id."""
+    """Every trial: number, state, Optuna params, every validation metric, the test figures and confirmed
+    latency of trials that reached the front (blank for the others), feasibility and its MLflow run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "params", "datetime_start", "datetime_complete"))
     metrics = [t.user_attrs.get(METRICS_ATTR, {}) for t in study.trials]
     names = sorted({k for m in metrics for k in m})
     for name in names:
         frame[name] = [m.get(name) for m in metrics]
+    attrs = study.user_attrs  # figures confirmed for front trials only: test split and re-timed latency
+    confirmed = [attrs.get(f"{CONFIRMED_ATTR_PREFIX}{t.number}", {}) for t in study.trials]
+    for name in (*TEST_METRIC_NAMES, *CONFIRMED_LATENCY_NAMES):
+        frame[name] = [c.get(name) for c in confirmed]
     frame["feasible"] = [t.user_attrs.get(FEASIBLE_ATTR) for t in study.trials]
     frame["policy"] = [json.dumps(t.user_attrs.get(POLICY_ATTR)) if t.user_attrs.get(POLICY_ATTR) else "" for t in study.trials]
     frame[RUN_ID_ATTR] = [t.user_attrs.get(RUN_ID_ATTR, "") for t in study.trials]

@@ -19,15 +19,20 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from litesweep.objectives.errors import ConfigError, HopelessTrial
+from litesweep.objectives.errors import ConfigError, HopelessTrial, RuntimeRefused
 from litesweep.search.ledger import (
+    FEASIBLE_ATTR,
     POLICY_FILE,
     RUN_ID_ATTR,
     TAG_DELEGATE,
+    TAG_ENCODING,
     TAG_FALLBACK,
+    TAG_FEASIBLE,
+    TAG_PRESET_TWIN,
     TAG_WEIGHT_TYPE_PREFIX,
     TFLITE_FILE,
     TIMINGS_ATTR,
+    TWIN_ATTR,
     WORKER_ATTR,
     TrialRecord,
 )
@@ -73,6 +78,7 @@ def output_extras(output: Any) -> tuple[dict[str, float], dict[str, str]]:
     tags = {
         TAG_DELEGATE: output.measurement.delegate,
         TAG_FALLBACK: ",".join(output.fallback) or "none",
+        TAG_ENCODING: output.encoding,
         **{f"{TAG_WEIGHT_TYPE_PREFIX}{k}": v for k, v in output.weight_types.items()},
     }
     return metrics, tags
@@ -130,7 +136,11 @@ class TrialRunner:
             inject = injection_point(self.study.study_name, trial.number, self.inject_failures, self.inject_at)
             policy = self.space.sample(trial)
             self._sampled = True
-            self.tracker.log_params(run_id, policy.flat_params())
+            # The latency protocol beside the policy: two runs compare without opening the study's config.
+            self.tracker.log_params(run_id, policy.flat_params() | self.bench.protocol.describe())
+            twin = trial.user_attrs.get(TWIN_ATTR)
+            if twin:
+                self.tracker.set_tags(run_id, {TAG_PRESET_TWIN: twin})
             _maybe_fail(inject, "sampled", self.inject_failures)
             output = self.bench.run(policy)  # checks the policy against the model first
             _maybe_fail(inject, "measured", self.inject_failures)
@@ -157,7 +167,10 @@ class TrialRunner:
             self.tracker.end_trial(run_id, "COMPLETE", "FINISHED",
                                    metrics={f"time_{k}_s": timings[k] for k in ("log", "trial", "overhead")})
             return TrialState.COMPLETE
-        except (optuna.TrialPruned, HopelessTrial) as exc:
+        except (optuna.TrialPruned, HopelessTrial, RuntimeRefused) as exc:
+            if isinstance(exc, RuntimeRefused):  # no file a user could ship: infeasible, with the runtime's reason
+                trial.set_user_attr(FEASIBLE_ATTR, False)
+                self.tracker.set_tags(run_id, {TAG_FEASIBLE: "false"})
             self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             self.tracker.end_trial(run_id, "PRUNED", "KILLED", note=str(exc))
             return TrialState.PRUNED

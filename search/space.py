@@ -195,6 +195,35 @@ class SearchSpace:
         temperature = self.temperature.sample(trial, "distill.temperature")
         return Policy(layers, DistillPolicy(temperature=temperature, weight=weight), method=self.method)
 
+    def twin_params(self, preset: str) -> dict[str, Any]:
+        """The parameters of the point nearest an integer preset (``dynamic_int8`` or ``full_int8``).
+
+        Weights as near 8 bits as the space allows (``qat``), or the preset's own recipe (``ptq``/``mixed``:
+        static or dynamic int8), with no pruning or clustering and full width; distillation at the middle
+        of its ranges. Only parameters the space really samples are given.
+        """
+        params: dict[str, Any] = {}
+        wanted = recipe_name(8, "static" if preset == "full_int8" else "dynamic", 8)
+        for unit in self.units:
+            n = unit.name
+            if self.method == "qat" and len(unit.bits) > 1:
+                params[f"bits.{n}"] = min(unit.bits, key=lambda b: (abs(b - 8), -b))
+            if self.method != "qat" and len(unit.recipes) > 1:
+                eight_bit = [r for r in unit.recipes if parse_recipe(r)["bits"] == 8]
+                params[f"recipe.{n}"] = wanted if wanted in unit.recipes else (eight_bit or list(unit.recipes))[0]
+            if len(unit.structures) > 1:
+                params[f"structure.{n}"] = "unstructured" if "unstructured" in unit.structures else unit.structures[0]
+            if unit.sparsity.low != unit.sparsity.high:
+                params[f"sparsity.{n}"] = unit.sparsity.low
+            if len(unit.clusters) > 1:
+                params[f"clusters.{n}"] = 0 if 0 in unit.clusters else max(unit.clusters)
+            if unit.width.low != unit.width.high:
+                params[f"width.{n}"] = unit.width.high
+        for name, interval in (("distill.weight", self.distill_weight), ("distill.temperature", self.temperature)):
+            if interval.low != interval.high:
+                params[name] = (interval.low + interval.high) / 2 if interval.step is None else interval.low
+        return params
+
     def restrict(self, unit: str, **changes: Any) -> SearchSpace:
         """A copy where one unit's choices are replaced (used by the sensitivity pass to narrow the space)."""
         units = tuple(dataclasses.replace(u, **changes) if u.name == unit else u for u in self.units)

@@ -7,9 +7,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
-import multiprocessing
-import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -18,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from litesweep.objectives.errors import LitesweepError
-from litesweep.search import baselines, pareto, report, screen, sensitivity
+from litesweep.search import baselines, confirm, pareto, report, screen, sensitivity
 from litesweep.search.ledger import (
     PARENT_RUN_ATTR,
     REFERENCE_METRIC_PREFIX,
@@ -28,6 +25,9 @@ from litesweep.search.ledger import (
     TAG_STORAGE,
     TAG_UNSUPPORTED_LAYERS,
     TAG_VERSION_PREFIX,
+    TWIN_ATTR,
+    check_fingerprint,
+    figures_of,
     record_objective_metric,
 )
 from litesweep.search.preflight import mask
@@ -59,6 +59,8 @@ class SweepResult:
     presets_dominated: dict[str, int | None] = dataclasses.field(default_factory=dict)
     #: preset -> a front trial at least as accurate and at most as large (issue 3's test), or None
     presets_dominated_on_size: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    #: front trial number -> its validation figures plus its test figures and confirmed latency
+    figures: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 class Sweep:
@@ -78,7 +80,9 @@ class Sweep:
         s = cfg.study
         self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
                                 s.heartbeat_interval_s, s.heartbeat_grace_s)
-        record_objective_metric(self.study, self.bench.scorer.name)  # before anything is written to MLflow
+        # Before anything is written: a study is compared with one reference, under one protocol.
+        check_fingerprint(self.study, self.fingerprint())
+        record_objective_metric(self.study, self.bench.scorer.name)
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
@@ -93,10 +97,15 @@ class Sweep:
             ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
         )
 
+    def fingerprint(self) -> dict[str, object]:
+        """What every trial of the study is compared under (``ledger.check_fingerprint``)."""
+        return {"base_model": self.training["cache_key"], "data": self.bench.data.fingerprint(),
+                "latency": self.bench.protocol.describe()}
+
     @property
     def reference(self) -> dict[str, float]:
-        """The float32 model's metrics."""
-        return dict(self.bench.reference.measurement.metrics.as_dict())
+        """The float32 model's figures: validation, and test beside them."""
+        return self.bench.reference.measurement.metrics.as_dict() | self.bench.reference.test
 
     def open_parent_run(self) -> tuple[str, bool]:
         """Create or reopen the study's parent run with its config, versions, reference and files."""
@@ -111,6 +120,8 @@ class Sweep:
                   TAG_UNSUPPORTED_LAYERS: ",".join(training.get("unsupported_layers", [])) or "none"},
         )
         self.study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+        if resumed:  # the fingerprint matched: the reference, config and files logged at creation still hold
+            return parent_id, resumed
         self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}
                                        | {"base_model.epochs": training["epochs"]})
         self.tracker.log_study_files({
@@ -126,6 +137,8 @@ class Sweep:
         """Presets, then the optional sensitivity pass and post-training screen (each cached on the study)."""
         cfg, study, tracker = self.cfg, self.study, self.tracker
         self.presets = baselines.measure_presets(self.bench, tracker, study.study_name) if cfg.study.presets else {}
+        if cfg.study.preset_twins and not study.trials:  # once, when the study is new: the search starts at the presets' level
+            self.enqueue_twins()
         if cfg.sensitivity.enabled:
             drops = sensitivity.measure_sensitivity(self.bench, self.space, study)
             sensitivity.log_report(tracker, drops)
@@ -143,6 +156,18 @@ class Sweep:
             if fresh:
                 log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))
 
+    def enqueue_twins(self) -> None:
+        """Enqueue the search-space points nearest each integer preset, each once (``SearchSpace.twin_params``)."""
+        from litesweep.objectives.presets import INTEGER_PRESETS
+
+        twins: dict[str, list[str]] = {}
+        for preset in INTEGER_PRESETS:
+            key = repr(sorted(self.space.twin_params(preset).items()))
+            twins.setdefault(key, []).append(preset)
+        for presets in twins.values():
+            self.study.enqueue_trial(self.space.twin_params(presets[0]), user_attrs={TWIN_ATTR: ",".join(presets)})
+        log.info("enqueued %d preset twin(s): %s", len(twins), [",".join(p) for p in twins.values()])
+
     def runner(self) -> TrialRunner:
         """The trial runner of this process."""
         s = self.cfg.study
@@ -157,6 +182,7 @@ class Sweep:
     def update_front(self) -> list[optuna.trial.FrozenTrial]:
         """The current front, with the ``litesweep.pareto`` tags made to match it."""
         front = pareto.front(self.study)
+        confirm.measure_front_on_test(self.study, self.tracker, self.bench, front)  # new members only
         self.tracker.reload_pareto_state()  # other litesweep processes on this study may have changed the tags
         self.tracker.update_pareto(pareto.front_run_ids(front))
         return front
@@ -168,9 +194,13 @@ class Sweep:
     def finish(self) -> SweepResult:
         """Final front, report and summary metrics on the parent run."""
         self.front = front = self.update_front()
+        runs = {name: run.info.run_id for name, run in baselines.preset_runs(self.tracker).items() if name in self.presets}
+        for name, latency in confirm.retime(self.study, self.tracker, self.bench, front, runs, self.cfg.study.seed).items():
+            self.presets[name] = self.presets[name] | latency
         self.refresh_report()
-        dominated = baselines.dominance(self.presets, front, self.directions)
-        on_size = baselines.dominance(self.presets, front, baselines.ACCURACY_AND_SIZE, or_equal=True)
+        figures = {t.number: figures_of(self.study, t) for t in front}
+        dominated = baselines.dominance(self.presets, figures, self.directions)
+        on_size = baselines.dominance(self.presets, figures, baselines.ACCURACY_AND_SIZE, or_equal=True)
         self.tracker.log_study_metrics({"n_finished": count_finished(self.study), "front_size": len(front),
                                         "presets_dominated": sum(v is not None for v in dominated.values()),
                                         "presets_dominated_on_size": sum(v is not None for v in on_size.values())})
@@ -179,7 +209,7 @@ class Sweep:
             study_name=self.study.study_name, storage=str(self.cfg.study.storage), tracking_uri=self.cfg.tracking.uri,
             experiment_id=self.tracker.experiment_id, parent_run_id=self.tracker.parent_run_id,
             n_finished=count_finished(self.study), front_trial_numbers=[t.number for t in front], reference=self.reference,
-            presets=self.presets, presets_dominated=dominated, presets_dominated_on_size=on_size,
+            presets=self.presets, presets_dominated=dominated, presets_dominated_on_size=on_size, figures=figures,
         )
 
 
@@ -230,50 +260,3 @@ def run_trials(
                 f"{failed} of {ran} trials failed ({failed / ran:.0%}), above study.max_failure_rate = {max_failure_rate:.0%}; "
                 "see traceback.txt on the FAILED trial runs"
             )
-
-
-def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None:
-    """Run ``study.n_workers`` worker processes on the study, each with its share of the cores.
-
-    Workers load the already-trained base model from the cache and join the study's parent run.
-
-    Raises:
-        LitesweepError: a worker ended with an error.
-    """
-    workers = int(cfg.study.n_workers)
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, not the host's
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
-    resolved = cfg.copy()
-    OmegaConf.resolve(resolved)  # a worker has no Hydra context to resolve ${hydra:...}; the schema types stay
-    processes = [context.Process(target=_worker, args=(resolved, space, parent_run_id, threads), name=f"litesweep-worker-{i}")
-                 for i in range(workers)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    bad = [p.name for p in processes if p.exitcode != 0]
-    if bad:
-        raise LitesweepError(f"worker(s) {bad} ended with an error; the study keeps every finished trial")
-
-
-def _worker(cfg: DictConfig, space: SearchSpace, parent_run_id: str, threads: int) -> None:
-    """One worker process: the same trial loop as a single-process sweep."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    from litesweep.objectives.compat import limit_threads
-
-    from litesweep.search.cli import MaskingStream, mask_logging
-
-    limit_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
-    # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
-    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)
-    mask_logging()
-    sweep = Sweep(cfg, seed_offset=os.getpid(), space=space)  # the space as the parent left it (narrowed, say)
-    sweep.tracker.attach(parent_run_id)
-    name = multiprocessing.current_process().name
-
-    def on_trial_end(state: TrialState, finished: int) -> None:
-        sweep.update_front()
-        log.warning("%s: trial %s, %d/%d finished", name, state.name, finished, cfg.study.n_trials)
-
-    sweep.loop(on_trial_end)

@@ -53,10 +53,8 @@ def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def quiet_run_urls(uri: str) -> None:
     """Stop MLflow printing each run's URL as the run ends: two lines a trial, and with credentials in the
     tracking URI the URL would carry the password (then it is off whatever the user set)."""
-    if mask(uri) != uri:
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    else:
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    setting = os.environ.__setitem__ if mask(uri) != uri else os.environ.setdefault
+    setting("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _artifact_uri(location: str) -> str:
@@ -188,6 +186,20 @@ class Tracker:
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
             tags=_tags(tags),
         )
+
+    def log_run_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Metrics on a finished run (figures confirmed after the trial: test split, re-timed latency)."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def read_file(self, run_id: str, name: str) -> bytes:
+        """An artifact's bytes."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, name, tmp)).read_bytes()
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tags on a run."""
+        self.client.log_batch(run_id, tags=_tags(tags))
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Log params (a trial's policy, as soon as it is sampled, so failed trials show it too)."""

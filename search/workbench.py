@@ -6,6 +6,7 @@ schema, so ``config.settings`` (``OmegaConf.to_object``) gives the very objects 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,8 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         from litesweep.objectives.models import load_model
 
         model, unsupported = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
-        training = {"cache_key": f"file:{Path(spec.path).name}", "epochs": 0, "cached": True, "unsupported_layers": unsupported}
+        key = f"file:{Path(spec.path).name}:{file_digest(Path(spec.path))}"  # a new file under the same name is another model
+        training = {"cache_key": key, "epochs": 0, "cached": True, "unsupported_layers": unsupported}
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(model)])
         if unsupported:
@@ -67,3 +69,12 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     bench = Workbench(model, data, settings(cfg.finetune, FineTuneSettings), latency, latency_backend=backend,
                       scorer=scorer_from_config(cfg.objective))
     return bench, training
+
+
+def file_digest(path: Path) -> str:
+    """A short SHA-256 of a file, or of every file under a directory (a SavedModel), names included."""
+    digest = hashlib.sha256()
+    for part in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        digest.update(str(part.relative_to(path.parent if path.is_file() else path)).encode())
+        digest.update(part.read_bytes())
+    return digest.hexdigest()[:16]

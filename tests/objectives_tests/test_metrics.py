@@ -67,11 +67,11 @@ def test_agreement_is_one_for_the_float_tflite_and_below_one_for_a_4_bit_one(dig
     float_top1 = np.argmax(bench.reference_outputs, axis=1)
     # Presets are scored with the same metric as trials and the reference.
     preset, preset_measured = bench.preset("dynamic_int8")
-    assert preset_measured.metrics.accuracy == np.mean(np.argmax(predict(preset, bench.data.x_test)[0], axis=1) == float_top1)
+    assert preset_measured.metrics.accuracy == np.mean(np.argmax(predict(preset, bench.data.x_val)[0], axis=1) == float_top1)
 
     assert set(four_bit.weight_types.values()) == {"INT4"}
     measured = bench.measure(four_bit.tflite).metrics
-    four_bit_top1 = np.argmax(predict(four_bit.tflite, bench.data.x_test)[0], axis=1)
+    four_bit_top1 = np.argmax(predict(four_bit.tflite, bench.data.x_val)[0], axis=1)
     assert 0.5 < measured.accuracy < 1.0
     assert measured.accuracy == np.mean(four_bit_top1 == float_top1)
     assert measured.accuracy_drop == pytest.approx((1.0 - measured.accuracy) * 100)
@@ -85,7 +85,7 @@ def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit
 
     def score(k: int) -> float:
         scorer = builtin_scorer("top_k", k)
-        return measure(four_bit.tflite, digits_bench.data.x_test, digits_bench.data.y_test, reference_accuracy=1.0,
+        return measure(four_bit.tflite, digits_bench.data.x_val, digits_bench.data.y_val, reference_accuracy=1.0,
                        reference_size_bytes=1, protocol=digits_bench.protocol, scorer=scorer).metrics.accuracy
 
     top1, top2, top10 = score(1), score(2), score(10)
@@ -96,3 +96,22 @@ def test_top_k_is_at_least_top_1_and_one_with_every_class(digits_bench, four_bit
 
         Workbench(digits_bench.base_model, digits_bench.data, digits_bench.finetune, digits_bench.protocol,
                   scorer=builtin_scorer("top_k", 11))
+
+
+@pytest.mark.parametrize(("score", "n", "low", "high"), [
+    (0.5, 100, 0.4038, 0.5962),  # the textbook case
+    (0.0, 10, 0.0, 0.2775),      # no hit in 10: still up to 28% plausible
+    (1.0, 1000, 0.9962, 1.0),
+])
+def test_the_wilson_interval_matches_published_values(score: float, n: int, low: float, high: float) -> None:
+    from litesweep.objectives.metrics import wilson_interval
+
+    assert wilson_interval(score, n) == pytest.approx((low, high), abs=1e-4)
+
+
+def test_a_score_that_is_not_a_share_has_no_interval() -> None:
+    import math
+
+    from litesweep.objectives.metrics import wilson_interval
+
+    assert all(math.isnan(v) for v in wilson_interval(1.7, 100))

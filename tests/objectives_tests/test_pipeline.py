@@ -67,12 +67,22 @@ def test_remeasuring_the_file_gives_the_same_metrics(mixed_trial, digits_bench) 
     interpreter = litert.Interpreter(model_content=output.tflite, num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    hits = 0
-    for x, y in zip(digits_bench.data.x_test, digits_bench.data.y_test, strict=True):
-        interpreter.set_tensor(inp["index"], x[None].astype(np.float32))
-        interpreter.invoke()
-        hits += int(np.argmax(interpreter.get_tensor(out["index"])) == y)
-    assert abs(hits / len(digits_bench.data.y_test) - output.metrics.accuracy) <= 0.01
+
+    def one_at_a_time(x_split: np.ndarray, y_split: np.ndarray) -> float:
+        hits = 0
+        for x, y in zip(x_split, y_split, strict=True):
+            interpreter.set_tensor(inp["index"], x[None].astype(np.float32))
+            interpreter.invoke()
+            hits += int(np.argmax(interpreter.get_tensor(out["index"])) == y)
+        return hits / len(y_split)
+
+    # The search's figure is the validation split's; the test split is only for the reported figures.
+    data = digits_bench.data
+    assert abs(one_at_a_time(data.x_val, data.y_val) - output.metrics.accuracy) <= 0.01
+    test = digits_bench.measure_test(output.tflite)
+    assert abs(one_at_a_time(data.x_test, data.y_test) - test["test_accuracy"]) <= 0.01
+    assert test["test_accuracy_low"] < test["test_accuracy"] < test["test_accuracy_high"]
+    assert test["test_accuracy_drop"] == pytest.approx((digits_bench.reference.test["test_accuracy"] - test["test_accuracy"]) * 100)
 
 
 def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:
@@ -87,17 +97,21 @@ def test_every_metric_is_in_range(mixed_trial, digits_bench) -> None:
     assert set(output.timings) == {"prepare", "finetune", "convert", "evaluate"}
 
 
-def test_a_sparse_eight_bit_layer_is_stored_sparse_encoded(digits_bench) -> None:
-    """EXPERIMENTAL_SPARSITY at conversion: the pruned kernel is sparse-encoded in the file, and the file shrinks."""
+def test_a_pruned_int8_layer_the_default_runtime_refuses_sparse_is_shipped_dense(digits_bench) -> None:
+    """XNNPACK refuses sparse-encoded int8 FULLY_CONNECTED kernels (test_runtime.py): the trial converts the same
+    weights dense, so its file runs in LiteRT's default interpreter, and says so; the zeros still pay off in gzip."""
+    from litesweep.objectives.runtime import default_runtime_error
+
     layers = {"conv1": LayerPolicy(bits=8), "logits": LayerPolicy(bits=8)}
     dense = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8)}))
-    sparse = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8, sparsity=0.8)}))
-    kernels = {e.name: e for e in tflite_file.tensors(sparse.tflite) if e.is_constant and len(e.shape) >= 2}
-    assert {n for n, e in kernels.items() if e.is_sparse} == {n for n in kernels if "fc1" in n}
-    assert all(e.type == "INT8" for e in kernels.values())
-    assert not any(e.is_sparse for e in tflite_file.tensors(dense.tflite))
-    assert len(sparse.tflite) < len(dense.tflite) * 0.8
-    assert digits_bench.measure(sparse.tflite).metrics.accuracy == sparse.metrics.accuracy
+    pruned = digits_bench.run(Policy({**layers, "fc1": LayerPolicy(bits=8, sparsity=0.8)}))
+    assert (pruned.encoding, dense.encoding) == ("dense", "dense")
+    assert not any(e.is_sparse for e in tflite_file.tensors(pruned.tflite))
+    assert default_runtime_error(pruned.tflite) is None
+    assert pruned.measurement.delegate == "xnnpack"
+    assert pruned.achieved_sparsity["fc1"] >= 0.79
+    assert pruned.metrics.size_gzip_bytes < dense.metrics.size_gzip_bytes * 0.9
+    assert digits_bench.measure(pruned.tflite).metrics.accuracy == pruned.metrics.accuracy
 
 
 def test_a_policy_naming_an_unknown_layer_is_refused(digits_bench) -> None:

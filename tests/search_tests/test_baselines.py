@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
 
 from litesweep.search import pareto
 from litesweep.search.baselines import dominance
@@ -21,10 +19,7 @@ PRESET = {"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": 0.50}
     ({"accuracy": 0.94, "size_bytes": 30_000, "latency_ms": 0.20}, False),  # less accurate
 ])
 def test_dominance_needs_every_objective(trial_metrics: dict, dominated: bool) -> None:
-    trial = create_trial(state=TrialState.COMPLETE, values=[trial_metrics[k] for k in DIRECTIONS], params={"x": 0.1},
-                         distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})
-    trial.number = 7
-    assert dominance({"full_int8": PRESET}, [trial], DIRECTIONS) == {"full_int8": 7 if dominated else None}
+    assert dominance({"full_int8": PRESET}, {7: trial_metrics}, DIRECTIONS) == {"full_int8": 7 if dominated else None}
 
 
 def test_non_dominated_keeps_trade_offs_and_drops_the_dominated() -> None:
@@ -46,7 +41,19 @@ def test_non_dominated_keeps_trade_offs_and_drops_the_dominated() -> None:
 def test_on_accuracy_and_size_equal_counts_and_latency_is_ignored(trial_metrics: dict, covered: bool) -> None:
     from litesweep.search.baselines import ACCURACY_AND_SIZE
 
-    trial = create_trial(state=TrialState.COMPLETE, values=[trial_metrics[k] for k in DIRECTIONS], params={"x": 0.1},
-                         distributions={"x": FloatDistribution(0, 1)}, user_attrs={pareto.METRICS_ATTR: trial_metrics})
-    trial.number = 3
-    assert dominance({"int8": PRESET}, [trial], ACCURACY_AND_SIZE, or_equal=True) == {"int8": 3 if covered else None}
+    assert dominance({"int8": PRESET}, {3: trial_metrics}, ACCURACY_AND_SIZE, or_equal=True) == {"int8": 3 if covered else None}
+
+
+CONFIRMED_PRESET = {**PRESET, "latency_ms_confirmed": 0.50, "latency_ms_low": 0.45, "latency_ms_high": 0.55}
+
+
+@pytest.mark.parametrize(("latency", "dominated"), [
+    ((0.40, 0.38, 0.46), False),  # a lower median inside the preset's range of round medians: a tie, equal elsewhere
+    ((0.40, 0.38, 0.44), True),   # every round faster than every round of the preset
+])
+def test_confirmed_latency_is_faster_only_beyond_its_spread(latency: tuple[float, float, float], dominated: bool) -> None:
+    median, low, high = latency
+    trial = {"accuracy": 0.95, "size_bytes": 100_000, "latency_ms": median, "latency_ms_confirmed": median,
+             "latency_ms_low": low, "latency_ms_high": high}
+    assert dominance({"full_int8": CONFIRMED_PRESET}, {5: trial}, DIRECTIONS) == {"full_int8": 5 if dominated else None}
+    assert pareto.compare(trial, CONFIRMED_PRESET, "latency_ms", "minimize") == (1 if dominated else 0)

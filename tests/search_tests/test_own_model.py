@@ -90,23 +90,30 @@ def test_a_sweep_of_the_residual_model_logs_tflites_that_remeasure_to_their_metr
 
     # The float reference is the model as trained here: the file loaded from this format kept its weights and the Add.
     reference = Path(client.download_artifacts(result.parent_run_id, "model_float32.tflite", str(tmp_path))).read_bytes()
-    reference_outputs, _ = predict(reference, data.x_test)
-    np.testing.assert_allclose(reference_outputs, model.predict(data.x_test, verbose=0), atol=1e-4)
-    assert parent.data.metrics["reference.accuracy"] == _score(fmt, data.y_test, reference_outputs, reference_outputs)
+    reference_outputs, _ = predict(reference, data.x_val)
+    np.testing.assert_allclose(reference_outputs, model.predict(data.x_val, verbose=0), atol=1e-4)
+    assert parent.data.metrics["reference.accuracy"] == _score(fmt, data.y_val, reference_outputs, reference_outputs)
+    reference_test, _ = predict(reference, data.x_test)
+    assert parent.data.metrics["reference.test_accuracy"] == _score(fmt, data.y_test, reference_test, reference_test)
 
     trials = client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'")
     assert len(trials) == 2
     for trial in trials:
         assert {k for k in trial.data.params if k.startswith("bits.")} == {"bits.conv1", "bits.conv2", "bits.logits"}
         tflite = Path(client.download_artifacts(trial.info.run_id, "model.tflite", str(tmp_path / trial.info.run_id))).read_bytes()
-        outputs, _ = predict(tflite, data.x_test)
+        outputs, _ = predict(tflite, data.x_val)
         logged = trial.data.metrics
         assert len(tflite) == logged["size_bytes"]
-        assert logged["accuracy"] == _score(fmt, data.y_test, outputs, reference_outputs)
+        assert logged["accuracy"] == _score(fmt, data.y_val, outputs, reference_outputs)
+        if trial.data.tags["litesweep.pareto"] == "true":  # front trials only: the configured metric on test too
+            test_outputs, _ = predict(tflite, data.x_test)
+            assert logged["test_accuracy"] == _score(fmt, data.y_test, test_outputs, reference_test)
+        else:
+            assert "test_accuracy" not in logged
         assert logged["accuracy_drop"] == pytest.approx((parent.data.metrics["reference.accuracy"] - logged["accuracy"]) * 100, abs=1e-6)
         assert logged["kl_divergence"] == pytest.approx(kl_divergence(reference_outputs, outputs), rel=1e-6, abs=1e-9)
         if fmt == "h5":  # the user metric is not plain top-1 accuracy
-            assert logged["accuracy"] != float(np.mean(np.argmax(outputs, axis=1) == data.y_test))
+            assert logged["accuracy"] != float(np.mean(np.argmax(outputs, axis=1) == data.y_val))
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(result.storage))
     assert optuna.load_study(study_name=result.study_name, storage=storage).user_attrs[METRIC_ATTR] == FORMATS[fmt][2]
@@ -125,3 +132,30 @@ def test_resuming_a_study_with_another_metric_is_refused(sweep, residual_model) 
         run(cfg)
     client = MlflowClient(result.tracking_uri)
     assert len(client.search_runs([result.experiment_id], filter_string="tags.`litesweep.role` = 'trial'")) == 2
+
+
+@pytest.mark.parametrize("sweep", ["keras"], indirect=True)
+def test_resuming_a_study_with_another_model_file_is_refused_and_writes_nothing(sweep, residual_model) -> None:
+    """The same architecture and weights saved as .h5 are still another file: the study keeps one reference."""
+    from litesweep.objectives.errors import ConfigError
+
+    _, result = sweep
+    _, _, paths = residual_model
+    out = Path(result.storage).parent.parent
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(result.storage))
+    before = optuna.load_study(study_name=result.study_name, storage=storage)
+    client = MlflowClient(result.tracking_uri)
+    runs_before = client.search_runs([result.experiment_id])
+    parent_before = client.get_run(result.parent_run_id).data
+    cfg = compose_quick(out, f"model.path={paths['h5']}", "study.n_trials=3", "study.presets=false",
+                        f"study.name={result.study_name}")
+    with pytest.raises(ConfigError, match=r"^study 'digits-tiny_cnn-default' was run with another base model \(base model: "
+                                          r"file:residual.keras:[0-9a-f]{16} then, file:residual.h5:[0-9a-f]{16} now\); "
+                                          r"accepted: the study's own settings, or a new study.name for the new ones$"):
+        run(cfg)
+    after = optuna.load_study(study_name=result.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(result.storage)))
+    assert len(after.trials) == len(before.trials) and after.user_attrs == before.user_attrs
+    assert [r.info.run_id for r in client.search_runs([result.experiment_id])] == [r.info.run_id for r in runs_before]
+    parent_after = client.get_run(result.parent_run_id).data
+    assert (parent_after.metrics, parent_after.tags) == (parent_before.metrics, parent_before.tags)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,49 @@ def test_a_logged_tflite_remeasures_to_its_logged_metrics(sweep, tmp_path: Path)
     tflite = local.read_bytes()
     assert len(tflite) == run_.data.metrics["size_bytes"]
     data = load_dataset("digits", name="digits", val_fraction=0.15, test_fraction=0.25, seed=0)
-    acc, _ = accuracy(tflite, data.x_test, data.y_test)
+    acc, _ = accuracy(tflite, data.x_val, data.y_val)  # the search's figure: the validation split
     assert acc == run_.data.metrics["accuracy"]
+
+
+def test_front_runs_carry_test_figures_and_confirmed_latency_and_no_other_run_touches_test(sweep, tmp_path: Path) -> None:
+    from litesweep.objectives.data import load_dataset
+    from litesweep.objectives.measure import accuracy
+    from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES, TEST_METRIC_NAMES, wilson_interval
+    from litesweep.objectives.runtime import default_runtime_error
+
+    _, result = sweep
+    client = _client(result)
+    data = load_dataset("digits", name="digits", val_fraction=0.15, test_fraction=0.25, seed=0)
+    parent = client.get_run(result.parent_run_id).data.metrics
+    front = set(result.front_trial_numbers)
+    for run_ in _trial_runs(result):
+        logged, number = run_.data.metrics, int(run_.data.tags[TAG_TRIAL])
+        tflite = Path(client.download_artifacts(run_.info.run_id, "model.tflite", str(tmp_path / run_.info.run_id))).read_bytes()
+        assert default_runtime_error(tflite) is None  # every finished trial's file runs in LiteRT's default interpreter
+        assert run_.data.tags["litesweep.encoding"] in ("dense", "sparse")
+        assert run_.data.params["latency.statistic"] == "median" and run_.data.params["latency.batch_size"] == "1"
+        assert run_.data.params["latency.max_runs"] == "60"  # the protocol the quick tier sets
+        if number not in front:
+            assert not set(TEST_METRIC_NAMES) & set(logged) and not set(CONFIRMED_LATENCY_NAMES) & set(logged)
+            continue
+        test, _ = accuracy(tflite, data.x_test, data.y_test)
+        assert logged["test_accuracy"] == test
+        assert (logged["test_accuracy_low"], logged["test_accuracy_high"]) == pytest.approx(wilson_interval(test, len(data.y_test)))
+        assert logged["test_accuracy_drop"] == pytest.approx((parent["reference.test_accuracy"] - test) * 100)
+        assert 0 < logged["latency_ms_low"] <= logged["latency_ms_confirmed"] <= logged["latency_ms_high"]
+        assert result.figures[number]["latency_ms_confirmed"] == logged["latency_ms_confirmed"]
+    presets = client.search_runs([result.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'baseline'")
+    assert len(presets) == 5
+    for preset in presets:  # presets are compared on both splits and re-timed beside the front
+        assert set(TEST_METRIC_NAMES) | set(CONFIRMED_LATENCY_NAMES) <= set(preset.data.metrics)
+
+
+def test_the_first_trial_is_the_spaces_twin_of_the_integer_presets(sweep) -> None:
+    _, result = sweep
+    first = next(r for r in _trial_runs(result) if r.data.tags[TAG_TRIAL] == "0")
+    assert first.data.tags["litesweep.preset_twin"] == "dynamic_int8,full_int8"
+    assert {v for k, v in first.data.params.items() if k.startswith("bits.")} == {"8"}
+    assert {v for k, v in first.data.params.items() if k.startswith("sparsity.")} == {"0.0"}
 
 
 def test_rerunning_the_same_command_adds_no_trial(sweep) -> None:
@@ -137,6 +179,30 @@ def test_raising_n_trials_resumes_the_same_study(sweep, capsys: pytest.CaptureFi
     assert sorted(int(r.data.tags[TAG_TRIAL]) for r in runs) == list(range(N_TRIALS + 1))
     front = set(more.front_trial_numbers)
     assert {int(r.data.tags[TAG_TRIAL]) for r in runs if r.data.tags[TAG_PARETO] == "true"} == front
+    assert {int(r.data.tags[TAG_TRIAL]) for r in runs if "test_accuracy" in r.data.metrics} >= front
+    # Resumed under the same fingerprint: the float reference logged at creation is not logged over.
+    client = _client(result)
+    assert len(client.get_metric_history(result.parent_run_id, "reference.latency_ms")) == 1
+
+
+def test_resuming_with_another_data_split_is_refused_in_one_line_and_writes_nothing(sweep) -> None:
+    out, result = sweep
+    client = _client(result)
+    before = len(client.search_runs([result.experiment_id]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "litesweep.search", *QUICK_OVERRIDES, f"paths.output_dir={out}", "data.seed=1",
+         f"study.n_trials={N_TRIALS + 5}", "study.sampler=random", f"hydra.run.dir={out}/hydra"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("litesweep: error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    # A built-in CNN is trained on the data, so the base model changed with the split.
+    found = re.fullmatch(rf"litesweep: error: study '{result.study_name}' was run with another base model and data or its split "
+                         r"\(base model: \w+ then, \w+ now; data or its split: ([0-9a-f]{16}) then, ([0-9a-f]{16}) now\); "
+                         r"accepted: the study's own settings, or a new study.name for the new ones", errors[0])
+    assert found is not None and found[1] != found[2], errors[0]
+    assert len(client.search_runs([result.experiment_id])) == before
 
 
 def _audit(out: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -152,7 +218,9 @@ def test_the_audit_finds_both_stores_and_every_file_in_agreement(sweep) -> None:
     proc = _audit(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     n = len(_trial_runs(result))
-    assert f"{n} trials, {n} trial runs, {n} model.tflite files checked, {n} re-measured, 0 running, 0 problem(s)" in proc.stdout
+    front = len(_client(result).search_runs([result.experiment_id], filter_string=f"tags.`{TAG_PARETO}` = 'true'"))
+    assert (f"{n} trials, {n} trial runs, {n} model.tflite files checked, {n} re-measured on validation, "
+            f"{front} front trials on test, 0 running, 0 problem(s)") in proc.stdout
 
 
 def test_the_audit_names_a_tampered_file_and_a_wrong_front_tag(sweep) -> None:
