@@ -151,9 +151,11 @@ def load_dataset(
     for split in ("train", "val", "test"):
         if len(part[split][1]) == 0:
             raise DataError(f"the {split} split of data '{label}' is empty (limit={limit}); accepted: enough samples for every split")
-    shapes = {split: part[split][0].shape[1:] for split in part}
-    if len(set(shapes.values())) > 1:
-        raise DataError(f"data '{label}' splits have different image shapes {shapes}; accepted: one shape")
+    train_shape = part["train"][0].shape[1:]
+    for split in ("val", "test"):
+        if part[split][0].shape[1:] != train_shape:
+            raise DataError(f"data '{label}' has {split} images of shape {part[split][0].shape[1:]} but training images of shape "
+                            f"{train_shape}; accepted: one image shape in every split")
     return Dataset(
         name=label,
         x_train=part["train"][0],

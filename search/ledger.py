@@ -71,6 +71,8 @@ TAG_PARENT_RUN: Final = "mlflow.parentRunId"  # MLflow's own nesting tag
 TFLITE_FILE: Final = "model.tflite"
 POLICY_FILE: Final = "policy.json"
 TRACEBACK_FILE: Final = "traceback.txt"
+# --- artifacts of the parent run ------------------------------------------------------------------------
+CONFIG_FILE: Final = "config.yaml"  # the resolved config of the sweep that created the study
 
 # --- parent-run metrics ---------------------------------------------------------------------------------
 REFERENCE_METRIC_PREFIX: Final = "reference."  # + metric: the float32 model's figures
@@ -170,6 +172,9 @@ def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any]) -> No
             study's, so new trials would be compared with another reference than the old ones.
     """
     recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None and study.get_trials(deepcopy=False, states=FINISHED_STATES):
+        raise ConfigError(f"study '{study.study_name}' was made by a litesweep that scored trials on the test split, not "
+                          "validation; accepted: a new study.name (or remove the old study)")
     if recorded is None:
         study.set_user_attr(FINGERPRINT_ATTR, dict(fingerprint))
         return

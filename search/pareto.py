@@ -23,12 +23,14 @@ SPREADS = {"latency_ms": ("latency_ms_low", "latency_ms_high")}
 def compare(a: Mapping[str, float], b: Mapping[str, float], metric: str, direction: str) -> int:
     """1 when ``a`` is better on ``metric``, -1 when worse, 0 for a tie.
 
-    Latency confirmed on both (``latency_ms_low``/``_high``: the range of round medians) is a tie while
-    the ranges overlap: a difference inside the noise is not a difference.
+    Latency confirmed in rounds (``latency_ms_low``/``_high``: the range of round medians) is a tie while the
+    ranges overlap: a difference inside the noise is not a difference. A file never re-timed has its one
+    reading as its range.
     """
     low, high = SPREADS.get(metric, ("", ""))
-    if low in a and high in a and low in b and high in b:
-        return 1 if a[high] < b[low] else -1 if b[high] < a[low] else 0
+    if low in a or low in b:
+        (a_low, a_high), (b_low, b_high) = ((m.get(low, m[metric]), m.get(high, m[metric])) for m in (a, b))
+        return 1 if a_high < b_low else -1 if b_high < a_low else 0
     if a[metric] == b[metric]:
         return 0
     return 1 if (a[metric] > b[metric]) == (direction == "maximize") else -1
@@ -86,7 +88,8 @@ def _cells(m: Mapping[str, float]) -> list[str]:
     return [cell(m) for _, cell in COLUMNS]
 
 
-def _number(key: str, form: str) -> Callable[[Mapping[str, float]], str]:
+def number_cell(key: str, form: str) -> Callable[[Mapping[str, float]], str]:
+    """A table cell: ``m[key]`` formatted with ``form``, or ``-`` when the row lacks it."""
     return lambda m: "-" if m.get(key) is None else format(m[key], form)
 
 
@@ -101,15 +104,15 @@ def _latency(m: Mapping[str, float]) -> str:
 
 #: (header, cell) of each column of the front table.
 COLUMNS: tuple[tuple[str, Callable[[Mapping[str, float]], str]], ...] = (
-    ("val_accuracy", _number("accuracy", ".4f")),
-    ("val_drop", _number("accuracy_drop", ".2f")),
-    ("test_accuracy", _number("test_accuracy", ".4f")),
+    ("val_accuracy", number_cell("accuracy", ".4f")),
+    ("val_drop", number_cell("accuracy_drop", ".2f")),
+    ("test_accuracy", number_cell("test_accuracy", ".4f")),
     ("test_95%", _range("test_accuracy_low", "test_accuracy_high", ".4f")),
-    ("test_drop", _number("test_accuracy_drop", ".2f")),
-    ("size_bytes", _number("size_bytes", ",.0f")),
-    ("ratio", _number("compression_ratio", ".2f")),
-    ("gzip_bytes", _number("size_gzip_bytes", ",.0f")),
+    ("test_drop", number_cell("test_accuracy_drop", ".2f")),
+    ("size_bytes", number_cell("size_bytes", ",.0f")),
+    ("ratio", number_cell("compression_ratio", ".2f")),
+    ("gzip_bytes", number_cell("size_gzip_bytes", ",.0f")),
     ("latency_ms", _latency),
     ("latency_range", _range("latency_ms_low", "latency_ms_high", ".4f")),
-    ("ideal_bytes", _number("ideal_bytes", ",.0f")),
+    ("ideal_bytes", number_cell("ideal_bytes", ",.0f")),
 )

@@ -1,31 +1,39 @@
-"""``litesweep-pick``: choose a model from a study's Pareto front, export it and register it.
+"""``litesweep-pick``: choose a model among a study's Pareto front and the converter's presets, export and register
+it. Same config as ``litesweep``, plus ``pick``: ``litesweep-pick pick.max_size_bytes=60000 pick.prefer=most_accurate``.
 
-Same config as ``litesweep`` (the same overrides find the same study), plus the ``pick`` node:
-``litesweep-pick pick.max_size_bytes=60000 pick.prefer=most_accurate pick.register=digits-cnn``.
+Front trials and presets (the parent run's baseline runs) are read alike from their MLflow runs and chosen on
+validation figures, never on test ones; latency is the confirmed median when the run was re-timed, and one
+model is faster than another only when their ranges of round medians do not overlap. A preset is exported
+when it wins under ``pick.prefer`` or dominates the front's choice; its folder has no ``policy.json`` (there
+is no policy; ``metrics.json`` names the preset). A file LiteRT's default interpreter refuses is skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-import os
-import shutil
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import optuna
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from litesweep.objectives.errors import ConfigError, LitesweepError
+from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES, METRIC_NAMES, TEST_METRIC_NAMES
+from litesweep.search import ledger
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
-from litesweep.search.ledger import POLICY_FILE, TAG_DELEGATE, TAG_TFLITE_SHA256, TFLITE_FILE, metrics_of, open_view, run_id_of
-from litesweep.search.preflight import mask
+from litesweep.search.ledger import POLICY_FILE, TFLITE_FILE, StudyView, open_view, run_id_of
+from litesweep.search.model_card import model_card, nothing_meets, register, summary, write_folder
+from litesweep.search.pareto import compare, dominates
+from litesweep.search.reproduce import recorded_config, reproduce_overrides
 from litesweep.search.storage import load_existing_study
 
 BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_drop", "<="),
@@ -33,23 +41,58 @@ BOUNDS = {"min_accuracy": ("accuracy", ">="), "max_accuracy_drop": ("accuracy_dr
 
 
 class NothingMeetsConstraints(LitesweepError):
-    """No front trial meets the pick constraints."""
+    """No front trial and no preset meets the pick constraints."""
+
+
+#: What a candidate's run holds that pick reads: validation figures, test figures and confirmed latency.
+FIGURES = (*METRIC_NAMES, *TEST_METRIC_NAMES, *CONFIRMED_LATENCY_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A model pick may export: a front trial or a converter preset, with its MLflow run's metrics."""
+
+    run_id: str
+    metrics: dict[str, float]
+    trial: int | None = None
+    preset: str | None = None
+
+    @classmethod
+    def of(cls, run: Run, trial: int | None = None, preset: str | None = None) -> Candidate:
+        """A candidate with the figures its MLflow run holds (``FIGURES``)."""
+        return cls(run.info.run_id, {k: v for k, v in run.data.metrics.items() if k in FIGURES}, trial, preset)
+
+    @property
+    def label(self) -> str:
+        """``trial 3`` or ``preset dynamic_int8``."""
+        return f"trial {self.trial}" if self.preset is None else f"preset {self.preset}"
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """What pick selects on (``selection_figures``)."""
+        return selection_figures(self.metrics)
 
 
 @dataclasses.dataclass(frozen=True)
 class Pick:
-    """The chosen trial and what was exported."""
+    """What was picked (a front trial or a preset) and what was exported."""
 
-    trial_number: int
+    trial_number: int | None  # None when a preset was picked
+    preset: str | None  # the converter preset picked, None when a trial was
     run_id: str
     metrics: dict[str, float]
     output_dir: Path
-    best_preset: str | None
+    best_preset: str | None  # the best preset meeting the constraints, picked or not
     registered_version: str | None
 
 
-def _constraints(pick: Any) -> dict[str, tuple[str, str, float]]:
-    return {key: (*BOUNDS[key], float(pick[key])) for key in BOUNDS if pick[key] is not None}
+def selection_figures(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A run's metrics as pick compares them: validation figures, with ``latency_ms`` the confirmed median
+    when the run was re-timed (its range in ``latency_ms_low``/``_high``)."""
+    figures = dict(metrics)
+    if metrics.get("latency_ms_confirmed") is not None:
+        figures["latency_ms"] = metrics["latency_ms_confirmed"]
+    return figures
 
 
 def violation(metrics: Mapping[str, float], constraints: Mapping[str, tuple[str, str, float]]) -> float:
@@ -62,209 +105,177 @@ def violation(metrics: Mapping[str, float], constraints: Mapping[str, tuple[str,
 
 
 def choose(candidates: Sequence[Mapping[str, float]], prefer: str, directions: Mapping[str, str]) -> int:
-    """Index of the preferred candidate.
+    """Index of the preferred candidate (``selection_figures`` of each).
 
-    ``knee``: closest to the ideal point once every objective is scaled to [0, 1] over the candidates.
+    ``fastest``: the lowest latency and every candidate whose range overlaps it tie; the most accurate of
+    those wins, then the smallest. ``knee``: closest to the ideal point once every objective is scaled to
+    [0, 1] over the candidates.
     """
+    every = range(len(candidates))
     if prefer == "smallest":
-        return min(range(len(candidates)), key=lambda i: (candidates[i]["size_bytes"], -candidates[i]["accuracy"]))
+        return min(every, key=lambda i: (candidates[i]["size_bytes"], -candidates[i]["accuracy"]))
     if prefer == "fastest":
-        return min(range(len(candidates)), key=lambda i: (candidates[i]["latency_ms"], -candidates[i]["accuracy"]))
+        lowest = min(every, key=lambda i: candidates[i]["latency_ms"])
+        tied = [i for i in every if compare(candidates[i], candidates[lowest], "latency_ms", "minimize") == 0]
+        return max(tied, key=lambda i: (candidates[i]["accuracy"], -candidates[i]["size_bytes"]))
     if prefer == "most_accurate":
-        return max(range(len(candidates)), key=lambda i: (candidates[i]["accuracy"], -candidates[i]["size_bytes"]))
+        return max(every, key=lambda i: (candidates[i]["accuracy"], -candidates[i]["size_bytes"]))
     scaled = []
     for metric, direction in directions.items():
         values = [c[metric] for c in candidates]
         lo, hi = min(values), max(values)
         span = (hi - lo) or 1.0
         scaled.append([(hi - v) / span if direction == "maximize" else (v - lo) / span for v in values])
-    return min(range(len(candidates)), key=lambda i: math.sqrt(sum(col[i] ** 2 for col in scaled)))
+    return min(every, key=lambda i: math.sqrt(sum(col[i] ** 2 for col in scaled)))
 
 
-def _describe(metrics: Mapping[str, float]) -> str:
-    return (f"accuracy {metrics['accuracy']:.4f}, size_bytes {int(metrics['size_bytes']):,}, "
-            f"latency_ms {metrics['latency_ms']:.4f}")
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The candidate to export; ``reason`` says why a preset beat the front (None for a trial)."""
+
+    candidate: Candidate
+    reason: str | None
+    best_trial: Candidate | None  # the best front trial meeting the constraints
+    best_preset: Candidate | None  # the best preset meeting them
 
 
-def model_card(study: str, trial: optuna.trial.FrozenTrial, metrics: Mapping[str, float], reference: Mapping[str, float],
-               best_preset: tuple[str, Mapping[str, float]] | None, policy: Mapping[str, Any], cfg: DictConfig,
-               tracking_uri: str, run_id: str, sha256: str, metric: str = "accuracy") -> str:
-    """The markdown model card: metrics, policy summary, how it was made, how to reproduce it.
+def select(trials: Sequence[Candidate], presets: Sequence[Candidate], constraints: Mapping[str, tuple[str, str, float]],
+           prefer: str, directions: Mapping[str, str], trial: int | None = None) -> Choice:
+    """The best under ``prefer`` of the front trials and presets meeting the constraints, replaced while
+    another of them dominates it (with ``trial``, that front trial, kept as asked).
 
-    ``metric`` is what the study's ``accuracy`` scores (``objective.metric``).
+    Raises:
+        NothingMeetsConstraints: no trial or preset meets the constraints (the closest of each are named).
     """
-    rows = [("this model", metrics), ("float32 reference", reference)]
-    if best_preset:
-        rows.append((f"best preset ({best_preset[0]})", best_preset[1]))
-    names = ("accuracy", "accuracy_drop", "size_bytes", "size_gzip_bytes", "latency_ms", "compression_ratio")
-    table = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, m in rows:
-        table.append(f"| {label} | " + " | ".join(f"{m.get(n, float('nan')):.6g}" for n in names) + " |")
-    layers = ["| layer | bits | act bits | sparsity | structure | clusters | width | post-training mode |", "|---" * 8 + "|"]
-    for name, p in policy["layers"].items():
-        layers.append(f"| {name} | {p['bits']} | {p['act_bits']} | {p['sparsity']:.2f} | {p['structure']} | "
-                      f"{p['clusters'] or '-'} | {p['width']:.2f} | {p['ptq_mode'] if policy['method'] != 'qat' else '-'} |")
-    overrides = " ".join(task_overrides(exclude=("pick.",)))
-    return mask("\n".join([
-        f"# Model card: {study}, trial {trial.number}",
-        "",
-        f"`model.tflite` (sha256 `{sha256}`), picked by `litesweep-pick` (preference `{cfg.pick.prefer}`) from the Pareto "
-        f"front of Optuna study `{study}`. MLflow run `{run_id}` in `{tracking_uri}`.",
-        "",
-        "## Metrics (LiteRT interpreter, held-out test split)",
-        "",
-        *table,
-        *(["", f"`accuracy` is `objective.metric` = `{metric}` (higher is better)."] if metric != "accuracy" else []),
-        "",
-        f"Latency: median of single-sample invocations on {cfg.latency.threads} thread(s) after {cfg.latency.warmup} "
-        f"warm-up runs. Delegate: see the run's `{TAG_DELEGATE}` tag.",
-        "",
-        f"## Policy (method `{policy['method']}`)",
-        "",
-        *layers,
-        "",
-        f"Distillation: temperature {policy['distill']['temperature']:.3g}, weight {policy['distill']['weight']:.3g}.",
-        "",
-        "## How it was made",
-        "",
-        f"Data `{cfg.data.name}` ({cfg.data.source}, split seed {cfg.data.seed}); "
-        f"base model `{cfg.model.path or cfg.model.name}`; "
-        f"fine-tuning {OmegaConf.to_container(cfg.finetune)}.",
-        "",
-        "## How to reproduce",
-        "",
-        "```bash",
-        f"litesweep-apply apply.run_id={run_id} {overrides}".rstrip(),
-        "```",
-        "",
-        "`litesweep-apply` rebuilds the model from `policy.json` and the cached base model and compares the metrics.",
-    ]))  # a card is shared: no password from the URIs or overrides
+    fits = [[c for c in pool if violation(c.figures, constraints) == 0] for pool in (trials, presets)]
+    best_trial, best_preset = (pool[choose([c.figures for c in pool], prefer, directions)] if pool else None for pool in fits)
+    if trial is not None:
+        return Choice(next(c for c in trials if c.trial == trial), None, best_trial, best_preset)
+    pool = fits[0] + fits[1]
+    if not pool:
+        raise NothingMeetsConstraints(nothing_meets(closest(trials, constraints), closest(presets, constraints), constraints))
+    chosen = pool[choose([c.figures for c in pool], prefer, directions)]
+    reason = f"it meets the constraints and wins under prefer {prefer}" if chosen.preset is not None else None
+    for _ in pool:  # dominance is a strict order: a chain is no longer than the pool
+        better = [c for c in pool if dominates(c.figures, chosen.figures, directions)]
+        if not better:
+            break
+        if chosen.preset is None:
+            reason = f"it dominates {chosen.label}, prefer {prefer}'s choice, on ({', '.join(directions)})"
+        chosen = better[choose([c.figures for c in better], prefer, directions)]
+    return Choice(chosen, reason if chosen.preset is not None else None, best_trial, best_preset)
 
 
-def task_overrides(exclude: tuple[str, ...] = ()) -> list[str]:
-    """The command-line overrides of the running Hydra app (empty when called from Python)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def closest(pool: Sequence[Candidate], constraints: Mapping[str, tuple[str, str, float]]) -> list[Candidate]:
+    """The three candidates nearest to meeting the constraints."""
+    return sorted(pool, key=lambda c: violation(c.figures, constraints))[:3]
 
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith(exclude)]
-    except ValueError:
-        return []
+
+def candidates(view: StudyView) -> tuple[list[Candidate], list[Candidate]]:
+    """The front trials and the presets, each with its MLflow run's figures."""
+    assert view.parent_run_id is not None
+    found = ledger.search_all_runs(view.client, view.parent.info.experiment_id, ledger.trial_runs_filter(view.parent_run_id))
+    runs = {r.info.run_id: r for r in found}
+    trials = [Candidate.of(runs.get(run_id) or view.client.get_run(run_id), trial=t.number)
+              for t in view.front() if (run_id := run_id_of(t)) is not None]  # a COMPLETE trial is always linked
+    presets: dict[str, Candidate] = {}
+    for run in view.preset_runs():  # oldest first: a resumed study's first run of each preset
+        presets.setdefault(run.data.tags[ledger.TAG_PRESET], Candidate.of(run, preset=run.data.tags[ledger.TAG_PRESET]))
+    return trials, list(presets.values())
+
+
+def _runnable(client: MlflowClient, trials: list[Candidate], presets: list[Candidate],
+              select_: Callable[[list[Candidate], list[Candidate]], Choice], asked: int | None) -> tuple[Choice, bytes]:
+    """The choice whose file LiteRT's default interpreter runs, skipping (with a warning) those it refuses."""
+    from litesweep.objectives.runtime import default_runtime_error
+
+    refused: list[str] = []
+    while True:
+        try:
+            choice = select_(trials, presets)
+        except NothingMeetsConstraints:
+            if not refused:
+                raise
+            raise LitesweepError(f"LiteRT's default interpreter refuses every candidate meeting the constraints "
+                                 f"({', '.join(refused)}); nothing exported") from None
+        chosen = choice.candidate
+        tflite = _download(client, chosen.run_id, TFLITE_FILE)
+        error = default_runtime_error(tflite)
+        if error is None:
+            return choice, tflite
+        print(f"litesweep-pick: warning: {chosen.label} skipped: LiteRT's default interpreter refuses its {TFLITE_FILE} ({error})",
+              file=sys.stderr)
+        if asked is not None:
+            raise LitesweepError(f"pick.trial = {chosen.trial}: LiteRT's default interpreter refuses its {TFLITE_FILE} ({error})")
+        refused.append(chosen.label)
+        trials, presets = [c for c in trials if c is not chosen], [c for c in presets if c is not chosen]
 
 
 def pick(cfg: DictConfig) -> Pick:
     """Choose, export and optionally register a model from the study ``cfg`` names.
 
     Raises:
-        NothingMeetsConstraints: no front trial meets the constraints (the closest are named).
+        NothingMeetsConstraints: no front trial and no preset meets the constraints (the closest are named).
         ConfigError: the study or its runs cannot be found.
+        LitesweepError: LiteRT's default interpreter refuses every candidate meeting the constraints.
     """
     validate(cfg)
     view = open_view(load_existing_study(cfg.study.name, cfg.study.storage), cfg.tracking.uri)
-    study, client, directions = view.study, view.client, view.directions
     if view.parent_run_id is None:
         raise ConfigError(f"study.name = {cfg.study.name!r} has no MLflow parent run (it never started a sweep); "
                           "accepted: a study litesweep has run trials in")
-    reference, presets = view.reference(), view.presets()
-
-    constraints = _constraints(cfg.pick)
-    front = view.front()
-    if cfg.pick.trial is not None:
-        chosen_list = [t for t in front if t.number == cfg.pick.trial]
-        if not chosen_list:
-            raise ConfigError(f"pick.trial = {cfg.pick.trial} is not on the front; accepted: {[t.number for t in front]}")
-        trial = chosen_list[0]
-    else:
-        candidates = [t for t in front if violation(metrics_of(t), constraints) == 0]
-        if not candidates:
-            pool = front or study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            closest = sorted(pool, key=lambda t: violation(metrics_of(t), constraints))[:3]
-            wanted = ", ".join(f"{metric} {op} {bound:g}" for metric, op, bound in constraints.values())
-            near = "; ".join(f"trial {t.number} ({_describe(metrics_of(t))})" for t in closest)
-            raise NothingMeetsConstraints(f"no front trial meets {wanted}; closest: {near or 'none (no finished trial)'}")
-        trial = candidates[choose([metrics_of(t) for t in candidates], cfg.pick.prefer, directions)]
-    metrics = metrics_of(trial)
-    run_id = run_id_of(trial)
-    assert run_id is not None  # a COMPLETE trial is always linked
-
-    fitting = {n: m for n, m in presets.items() if violation(m, constraints) == 0}
-    best_preset = None
-    if fitting:
-        names_ = list(fitting)
-        best = names_[choose([fitting[n] for n in names_], cfg.pick.prefer, directions)]
-        best_preset = (best, fitting[best])
-
+    study, client, directions = view.study, view.client, view.directions
+    trials, presets = candidates(view)
+    if cfg.pick.trial is not None and cfg.pick.trial not in [c.trial for c in trials]:
+        raise ConfigError(f"pick.trial = {cfg.pick.trial} is not on the front; accepted: {[c.trial for c in trials]}")
+    constraints = {key: (*BOUNDS[key], float(cfg.pick[key])) for key in BOUNDS if cfg.pick[key] is not None}
+    try:
+        chooser = functools.partial(select, constraints=constraints, prefer=cfg.pick.prefer, directions=directions, trial=cfg.pick.trial)
+        choice, tflite = _runnable(client, trials, presets, chooser, cfg.pick.trial)
+    except NothingMeetsConstraints:
+        if trials:
+            raise
+        done = [Candidate(run_id_of(t) or "-", ledger.metrics_of(t), trial=t.number)  # no front: the closest finished trials
+                for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+        raise NothingMeetsConstraints(nothing_meets(closest(done, constraints), closest(presets, constraints), constraints)) from None
+    chosen = choice.candidate
+    sha256 = hashlib.sha256(tflite).hexdigest()
+    logged = client.get_run(chosen.run_id).data.tags.get(ledger.TAG_TFLITE_SHA256)
+    if logged is not None and logged != sha256:
+        raise LitesweepError(f"the {TFLITE_FILE} of run {chosen.run_id} has sha256 {sha256}, not the logged {logged}")
+    policy = None if chosen.preset is not None else _download(client, chosen.run_id, POLICY_FILE)
+    recorded = recorded_config(client, view.parent_run_id)
+    config = recorded if recorded is not None else cfg
+    rule = ", ".join(f"{m} {o} {b:g}" for m, o, b in constraints.values())
+    how = ", ".join([f"prefer {cfg.pick.prefer}", *([f"constraints {rule}"] if rule else []),
+                     *([f"pick.trial = {cfg.pick.trial}"] if cfg.pick.trial is not None else [])])
+    reference = view.reference()
+    other = choice.best_trial if chosen.preset is not None else choice.best_preset
+    card = model_card(study.study_name, chosen, reference, other, None if policy is None else json.loads(policy), config,
+                      recorded is not None, reproduce_overrides(config), how_picked=how, reason=choice.reason,
+                      tracking_uri=cfg.tracking.uri, parent_run_id=view.parent_run_id, sha256=sha256, metric=view.metric)
+    files = {TFLITE_FILE: tflite, **({POLICY_FILE: policy} if policy is not None else {}),
+             "metrics.json": json.dumps({"trial": chosen.trial, "preset": chosen.preset, "run_id": chosen.run_id,
+                                         "metrics": chosen.metrics, "reference": reference, "sha256": sha256}, indent=2).encode(),
+             "MODEL_CARD.md": card.encode()}
     output_dir = Path(cfg.pick.output_dir)
-    run = client.get_run(run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        tflite_path = Path(client.download_artifacts(run_id, TFLITE_FILE, tmp))
-        policy_path = Path(client.download_artifacts(run_id, POLICY_FILE, tmp))
-        tflite = tflite_path.read_bytes()
-        sha256 = hashlib.sha256(tflite).hexdigest()
-        logged = run.data.tags.get(TAG_TFLITE_SHA256)
-        if logged is not None and logged != sha256:
-            raise LitesweepError(f"the model.tflite of run {run_id} has sha256 {sha256}, not the logged {logged}")
-        policy = json.loads(policy_path.read_text())
-        staging = Path(tempfile.mkdtemp(prefix=".pick-", dir=_ensure_parent(output_dir)))
-        shutil.copyfile(tflite_path, staging / TFLITE_FILE)
-        shutil.copyfile(policy_path, staging / POLICY_FILE)
-        (staging / "metrics.json").write_text(json.dumps({"trial": trial.number, "run_id": run_id, "metrics": metrics,
-                                                          "reference": reference, "sha256": sha256}, indent=2))
-        (staging / "MODEL_CARD.md").write_text(model_card(study.study_name, trial, metrics, reference, best_preset, policy, cfg,
-                                                          cfg.tracking.uri, run_id, sha256, view.metric))
-        # Swap the folder in whole: a reader never sees a half-written export.
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+    write_folder(files, output_dir)
 
+    dominated = [p.label for p in presets if chosen.preset is None and dominates(p.figures, chosen.figures, directions)]
+    if dominated:  # an explicit pick.trial is kept; or the preset misses a constraint by a latency tie
+        print(f"litesweep-pick: warning: {chosen.label} is dominated by {', '.join(dominated)}", file=sys.stderr)
+    print(summary(study.study_name, how, chosen, choice.reason, reference, choice.best_trial, choice.best_preset))
+    print(f"Exported to {output_dir}: {', '.join(files)}")
     version = None
-    if cfg.pick.register:
-        version = register(client, cfg.tracking.uri, run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias)
-
-    print(f"Picked trial {trial.number} of study '{study.study_name}' (prefer {cfg.pick.prefer}"
-          + (f", constraints {', '.join(f'{m} {o} {b:g}' for m, o, b in constraints.values())}" if constraints else "") + "):")
-    print(f"  picked            {_describe(metrics)}")
-    print(f"  float32 reference {_describe(reference)}" if reference else "")
-    if best_preset:
-        print(f"  best preset       {_describe(best_preset[1])} ({best_preset[0]})")
-    else:
-        print("  best preset       none meets the constraints")
-    print(f"Exported to {output_dir}: model.tflite, policy.json, metrics.json, MODEL_CARD.md")
-    if version:
-        print(f"Registered as models:/{cfg.pick.register}@{cfg.pick.alias} (version {version}); serve it with:\n"
-              f"  MLFLOW_TRACKING_URI='{mask(cfg.tracking.uri)}' mlflow models serve -m 'models:/{cfg.pick.register}@{cfg.pick.alias}' "
-              "--env-manager local --host 127.0.0.1 --port 5001")
-    return Pick(trial.number, run_id, dict(metrics), output_dir, best_preset[0] if best_preset else None, version)
+    if cfg.pick.register:  # prints how to serve it
+        version = register(client, cfg.tracking.uri, chosen.run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias)
+    best_preset = choice.best_preset.preset if choice.best_preset else None
+    return Pick(chosen.trial, chosen.preset, chosen.run_id, dict(chosen.metrics), output_dir, best_preset, version)
 
 
-def _ensure_parent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.parent
-
-
-def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: Path, name: str, alias: str) -> str:
-    """Log the ``.tflite`` as a pyfunc model on the trial's run, register it and point ``alias`` at it."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    from litesweep.objectives.runtime import input_shape, predict
-    from litesweep.search.serving import TfliteModel
-    from litesweep.search.tracking import quiet_run_urls
-
-    quiet_run_urls(tracking_uri)  # ending the run would print its URL, password included
-    tflite = tflite_path.read_bytes()
-    example = np.zeros((1, *input_shape(tflite)), dtype=np.float32)
-    signature = infer_signature(example, predict(tflite, example)[0])
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="served_model", python_model=TfliteModel(), artifacts={"tflite": str(tflite_path)},
-            signature=signature, input_example=example, registered_model_name=name,
-            pip_requirements=["ai-edge-litert==2.3.*", "numpy", "mlflow==3.17.*"],
-        )
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
-    return version
+def _download(client: MlflowClient, run_id: str, name: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
 
 
 main = hydra_entry(pick, "litesweep-pick")

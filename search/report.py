@@ -26,6 +26,11 @@ LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", 
 COLOURS = {"front": "#1f77b4", "feasible": "#9e9e9e", "infeasible": "#d62728", "preset": "#ff7f0e", "reference": "#000000"}
 
 
+def axis_label(metric: str) -> str:
+    """A plotted metric named with the split it was scored on (the plots show what the search selected by)."""
+    return f"{metric} (validation)" if metric in ("accuracy", "accuracy_drop", "kl_divergence") else metric
+
+
 def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, str]]:
     front = {t.number for t in pareto.front(study)}
     points = []
@@ -55,7 +60,7 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
     from plotly.subplots import make_subplots
 
     pairs = list(itertools.combinations(metrics, 2))
-    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{y} vs {x}" for x, y in pairs])
+    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{axis_label(y)} vs {axis_label(x)}" for x, y in pairs])
     points = _points(study)
     for col, (x, y) in enumerate(pairs, start=1):
         for kind in ("feasible", "infeasible", "front"):
@@ -73,8 +78,8 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
         fig.add_trace(go.Scatter(x=[reference[x]], y=[reference[y]], mode="markers", name="float32 reference",
                                  legendgroup="ref", showlegend=col == 1,
                                  marker={"color": COLOURS["reference"], "size": 10, "symbol": "diamond"}), row=1, col=col)
-        fig.update_xaxes(title_text=x, row=1, col=col)
-        fig.update_yaxes(title_text=y, row=1, col=col)
+        fig.update_xaxes(title_text=axis_label(x), row=1, col=col)
+        fig.update_yaxes(title_text=axis_label(y), row=1, col=col)
     fig.update_layout(title=f"Pareto front of {study.study_name}", height=480, width=max(520 * len(pairs), 600))
     # plotly.js is embedded, not fetched: reports must open on machines without internet.
     return fig.to_html(include_plotlyjs=True, full_html=True)
@@ -116,8 +121,8 @@ def pareto_png(study: optuna.Study, metrics: Sequence[str], presets: Mapping[str
             ax.set_xscale("log")
         if y in LOG_SCALED:
             ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
+        ax.set_xlabel(axis_label(x))
+        ax.set_ylabel(axis_label(y))
         ax.grid(alpha=0.3)
     axes[0][0].scatter([], [], c=COLOURS["preset"], marker="*", s=100, label="presets")
     axes[0][0].legend(fontsize=7, loc="best")

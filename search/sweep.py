@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from litesweep.objectives.errors import LitesweepError
 from litesweep.search import baselines, confirm, pareto, report, screen, sensitivity
 from litesweep.search.ledger import (
+    CONFIG_FILE,
     PARENT_RUN_ATTR,
     REFERENCE_METRIC_PREFIX,
     TAG_BASE_MODEL,
@@ -125,7 +126,7 @@ class Sweep:
         self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}
                                        | {"base_model.epochs": training["epochs"]})
         self.tracker.log_study_files({
-            "config.yaml": mask(OmegaConf.to_yaml(cfg, resolve=True)),
+            CONFIG_FILE: mask(OmegaConf.to_yaml(cfg, resolve=True)),
             "search_space.json": dumps(self.space.to_dict()),
             "reference.json": dumps({"metrics": self.reference, "delegate": bench.reference.measurement.delegate,
                                      "training": training}),

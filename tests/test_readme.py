@@ -89,9 +89,11 @@ def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> N
     exported = json.loads((picked / "metrics.json").read_text())["metrics"]
     data = load_dataset(Source("npz", path=str(folder / "my_data.npz")), name="npz")  # as the sweep read it
     assert np.array_equal(np.sort(data.y_test), np.sort(arrays["y_test"]))  # the same test split (shuffled)
-    outputs, _ = predict(tflite, data.x_test)
+    outputs, _ = predict(tflite, data.x_val)  # selected on validation
     assert len(tflite) == exported["size_bytes"] and "kl_divergence" in exported
     card = (picked / "MODEL_CARD.md").read_text()
-    assert f"base model `{folder / 'my_model.keras'}`" in card and "Data `npz`" in card, card
+    assert f"base model `{folder / 'my_model.keras'}`" in card and "data `npz`" in card, card
     assert f"data.path={folder / 'my_data.npz'}" in card  # its litesweep-apply command rebuilds from the same files
-    assert float(np.mean(np.argmax(outputs, axis=1) == data.y_test)) == exported["accuracy"]
+    assert float(np.mean(np.argmax(outputs, axis=1) == data.y_val)) == exported["accuracy"]
+    test_outputs, _ = predict(tflite, data.x_test)  # and reported on the untouched test split
+    assert float(np.mean(np.argmax(test_outputs, axis=1) == data.y_test)) == exported["test_accuracy"]

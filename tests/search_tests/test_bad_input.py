@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import QUICK_OVERRIDES
@@ -54,6 +55,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["not_a_model"].write_text("this is not a model")
     files["file"] = root / "a_file"
     files["file"].write_text("x")
+    rng = np.random.default_rng(0)
+    files["val_shape_npz"] = root / "val_shape.npz"  # x_val images 6x6, the rest 8x8
+    np.savez(files["val_shape_npz"], x_train=rng.random((60, 8, 8)), y_train=np.arange(60) % 10, x_val=rng.random((20, 6, 6)),
+             y_val=np.arange(20) % 10, x_test=rng.random((20, 8, 8)), y_test=np.arange(20) % 10)
     return files
 
 
@@ -109,6 +114,14 @@ CASES = [
     ("temperature", lambda m, o: ["space.distill.temperature.low=0"], "space.distill.temperature.low = 0.0 is not accepted",
      "accepted: a positive number"),
     ("constraint metric", lambda m, o: ["study.constraints={flops:1}"], "study.constraints key = 'flops' is not supported", "accepted: ["),
+    ("no validation share", lambda m, o: ["data.val_fraction=0"], "data.val_fraction = 0.0 is out of range",
+     "accepted: 0 < fraction < 1"),
+    ("all of it for validation", lambda m, o: ["data.val_fraction=1.0"], "data.val_fraction = 1.0 is out of range",
+     "accepted: 0 < fraction < 1"),
+    ("npz x_val of another shape", lambda m, o: ["data=npz", f"data.path={m['val_shape_npz']}"],
+     "data 'npz' has val images of shape (6, 6, 1) but training images of shape (8, 8, 1)", "accepted: one image shape in every split"),
+    ("no confirmation round", lambda m, o: ["latency.confirm_rounds=0"], "latency.confirm_rounds = 0 is too few",
+     "accepted: an integer >= 5"),
 ]
 
 
