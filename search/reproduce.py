@@ -25,8 +25,6 @@ from litesweep.search.config import CONF_DIR
 from litesweep.search.ledger import CONFIG_FILE
 from litesweep.search.preflight import mask
 
-#: The parent run's artifact holding the sweep's resolved config (``Sweep.open_parent_run``).
-#: Defined here until ``ledger`` names it.
 #: Top-level nodes left out: they name or drive a command (the study, pick, apply, audit), not the model.
 SKIPPED: Final = ("study", "pick", "apply", "audit", "progress", "hydra")
 #: Groups settled first: the others interpolate their paths (``${paths.cache_dir}/latency``, ``tracking.uri``).
