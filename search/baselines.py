@@ -74,21 +74,26 @@ def dominance_line(result: Mapping[str, int | None], objectives: str, verb: str)
     return f"Presets {verb} on ({objectives}) by a feasible front trial: {found}"
 
 
-def latency_line(front: Mapping[int, Mapping[str, float]], presets: Mapping[str, Mapping[str, float]]) -> str | None:
-    """One console line: the fastest front trial against the fastest preset, both re-timed side by side.
+def latency_line(front: Mapping[int, Mapping[str, float]], presets: Mapping[str, Mapping[str, float]],
+                 within_points: float = 1.0) -> str | None:
+    """One console line: the fastest front trial no more than ``within_points`` below the fastest preset's
+    validation accuracy, against that preset, both re-timed side by side.
 
     "Faster" only when the ranges of round medians do not overlap (``pareto.compare``); otherwise a tie.
     """
     key = CONFIRMED_LATENCY_NAMES[0]
     timed = {name: m for name, m in presets.items() if key in m}
-    trials = {number: m for number, m in front.items() if key in m}
-    if not timed or not trials:
+    if not timed:
         return None
     preset = min(timed, key=lambda name: timed[name][key])
+    b = timed[preset]
+    trials = {n: m for n, m in front.items() if key in m and m["accuracy"] >= b["accuracy"] - within_points / 100}
+    if not trials:
+        return f"Latency, re-timed side by side: no front trial within {within_points:g} point of the fastest preset {preset}"
     number = min(trials, key=lambda n: trials[n][key])
-    a, b = trials[number], timed[preset]
+    a = trials[number]
     order = pareto.compare(a, b, "latency_ms", "minimize")
     verdict = {1: f"{b[key] / a[key]:.2f}x as fast as", 0: "ties (ranges overlap) with", -1: f"{a[key] / b[key]:.2f}x as slow as"}[order]
-    return (f"Latency, re-timed side by side: fastest front trial {number} ({a[key]:.4f} ms [{a['latency_ms_low']:.4f}, "
-            f"{a['latency_ms_high']:.4f}]) {verdict} the fastest preset {preset} ({b[key]:.4f} ms [{b['latency_ms_low']:.4f}, "
-            f"{b['latency_ms_high']:.4f}])")
+    return (f"Latency, re-timed side by side: the fastest front trial within {within_points:g} point of the fastest preset "
+            f"(validation), trial {number} ({a[key]:.4f} ms [{a['latency_ms_low']:.4f}, {a['latency_ms_high']:.4f}]), {verdict} "
+            f"{preset} ({b[key]:.4f} ms [{b['latency_ms_low']:.4f}, {b['latency_ms_high']:.4f}])")

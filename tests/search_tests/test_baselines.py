@@ -57,3 +57,20 @@ def test_confirmed_latency_is_faster_only_beyond_its_spread(latency: tuple[float
              "latency_ms_low": low, "latency_ms_high": high}
     assert dominance({"full_int8": CONFIRMED_PRESET}, {5: trial}, DIRECTIONS) == {"full_int8": 5 if dominated else None}
     assert pareto.compare(trial, CONFIRMED_PRESET, "latency_ms", "minimize") == (1 if dominated else 0)
+
+
+def test_the_latency_line_compares_like_with_like_and_calls_overlap_a_tie() -> None:
+    from litesweep.search.baselines import latency_line
+
+    def timed(accuracy: float, median: float, low: float, high: float) -> dict[str, float]:
+        return {"accuracy": accuracy, "size_bytes": 1.0, "latency_ms": median, "latency_ms_confirmed": median,
+                "latency_ms_low": low, "latency_ms_high": high}
+
+    presets = {"float32": timed(0.95, 0.50, 0.48, 0.55), "full_int8": timed(0.95, 0.90, 0.85, 0.95)}
+    front = {3: timed(0.70, 0.10, 0.09, 0.11),   # much faster, but 25 points less accurate: not the one compared
+             7: timed(0.945, 0.45, 0.40, 0.49)}  # within a point; its range overlaps float32's
+    line = latency_line(front, presets)
+    assert line is not None and "trial 7" in line and "ties (ranges overlap) with float32" in line
+    front[7] = timed(0.945, 0.25, 0.24, 0.26)
+    assert "trial 7 (0.2500 ms [0.2400, 0.2600]), 2.00x as fast as float32" in str(latency_line(front, presets))
+    assert "no front trial within 1 point" in str(latency_line({3: front[3]}, presets))
