@@ -454,7 +454,7 @@ def measure_all_on_test(out: Path, name: str, task: str, space: str) -> dict[str
     register_configs()
     cfg = compose_config([*task_overrides(task, out), f"space={space}", *store_overrides(out)], CONF_DIR)
     bench, training = build_workbench(cfg)
-    built = {"base_model": training["cache_key"], "data": bench.data.fingerprint(), "latency": bench.protocol.describe()}
+    built = training["fingerprint"]
     recorded = view.study.user_attrs.get(FINGERPRINT_ATTR, {})
     differs = [k for k in built if recorded.get(k) != built[k]]
     if differs:

@@ -101,8 +101,8 @@ def load_dataset(
     Args:
         source: one of ``SOURCES`` or a ``Source`` (path, preprocessing, split).
         name: the name shown in reports (defaults to the source's ``name``, dataset or source).
-        val_fraction: share of samples for validation (early stopping, pruning of hopeless trials).
-        test_fraction: share held out for measuring every ``.tflite`` (pooled sources only).
+        val_fraction: share of samples for validation: what every trial is scored and selected on.
+        test_fraction: share held out for the figures reported for the front (pooled sources only).
         seed: split seed; the same seed always gives the same split.
         limit: keep only this many samples (after shuffling, spread over the splits), for quick tests.
 

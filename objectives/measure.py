@@ -78,8 +78,8 @@ def gzip_size(tflite: bytes) -> int:
 
 def measure(
     tflite: bytes,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     reference_accuracy: float,
     reference_size_bytes: int,
@@ -91,21 +91,21 @@ def measure(
 
     Args:
         tflite: the file.
-        x_test: test inputs.
-        y_test: test labels (unused by scorers that compare with the reference).
+        x: the inputs of the split scored (validation, in a search).
+        y: their labels (unused by scorers that compare with the reference).
         reference_accuracy: the float reference's score by the same ``scorer``.
         reference_size_bytes: the float reference's file size.
         protocol: the latency protocol.
         scorer: what ``accuracy`` measures (top-1 accuracy by default).
-        reference_outputs: the float reference's outputs on ``x_test``; needed by ``agreement``, and
+        reference_outputs: the float reference's outputs on ``x``; needed by ``agreement``, and
             for ``kl_divergence`` (0 without them).
 
     Returns:
         The metrics (``accuracy_drop`` in percentage points of the score) and how they were obtained.
     """
-    outputs, delegate = predict(tflite, x_test)
-    acc = scorer.score(y_test, outputs, reference_outputs)
-    latency, latency_delegate, runs = latency_ms(tflite, x_test[0], protocol)
+    outputs, delegate = predict(tflite, x)
+    acc = scorer.score(y, outputs, reference_outputs)
+    latency, latency_delegate, runs = latency_ms(tflite, x[0], protocol)
     metrics = Metrics(
         accuracy=acc,
         accuracy_drop=round((reference_accuracy - acc) * 100.0, 6),
@@ -132,7 +132,8 @@ def measure_test(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray, *, refer
 
 @dataclasses.dataclass(frozen=True)
 class ConfirmedLatency:
-    """A file's latency over interleaved rounds: the median of the round medians and their range."""
+    """A file's latency over interleaved rounds: the median of the round medians and their range (two files
+    compare by their ranges: ``search.pareto.compare``)."""
 
     median: float
     low: float
@@ -141,14 +142,6 @@ class ConfirmedLatency:
     def as_dict(self) -> dict[str, float]:
         """``CONFIRMED_LATENCY_NAMES`` → value."""
         return dict(zip(CONFIRMED_LATENCY_NAMES, (self.median, self.low, self.high), strict=True))
-
-    def faster_than(self, other: ConfirmedLatency) -> bool:
-        """Faster beyond the noise: every round of this file beat every round of ``other``."""
-        return self.high < other.low
-
-    def ties(self, other: ConfirmedLatency) -> bool:
-        """Neither is faster beyond the noise (the ranges overlap)."""
-        return not self.faster_than(other) and not other.faster_than(self)
 
 
 def confirm_latency(files: Mapping[Key, bytes], time_once: Callable[[bytes], float], rounds: int,

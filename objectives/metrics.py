@@ -125,7 +125,7 @@ def kl_divergence(reference_outputs: np.ndarray, outputs: np.ndarray) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-    """How the ``accuracy`` objective scores a model's outputs on the test split (higher is better).
+    """How the ``accuracy`` objective scores a model's outputs on a split (higher is better).
 
     Attributes:
         name: ``accuracy``, ``top_<k>``, ``agreement`` or a user function's dotted path; recorded with the study.

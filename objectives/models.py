@@ -42,7 +42,7 @@ def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> 
     return keras.Model(inputs, outputs, name="base_cnn")
 
 
-def _cache_key(spec: CnnSpec, data: Dataset) -> str:
+def cache_key(spec: CnnSpec, data: Dataset) -> str:
     described = {k: v for k, v in dataclasses.asdict(spec).items() if k not in CnnSpec.NOT_ARCHITECTURE}
     if not spec.separable:
         del described["separable"]  # keeps the keys of models cached before the option existed
@@ -60,7 +60,7 @@ def train_or_load(spec: CnnSpec, data: Dataset, cache_dir: Path) -> tuple[keras.
         The model and a dict describing its training (``cache_key``, ``epochs``, ``cached``).
     """
     spec.validate()
-    key = _cache_key(spec, data)
+    key = cache_key(spec, data)
     path = Path(cache_dir) / f"base-{key}.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Workers started together wait for the first one to train: every worker must share one base model.

@@ -171,13 +171,17 @@ class Workbench:
                                     scorer=self.scorer, reference_outputs=self.reference_test_outputs)
 
     def time_once(self, tflite: bytes) -> float:
-        """One latency figure of a file by the fixed protocol (on the device, with a latency backend)."""
-        if self.latency_backend is not None:
-            return self.latency_backend(tflite)[0]
+        """One local latency figure of a file by the fixed protocol."""
         return measure.latency_ms(tflite, self.data.x_val[0], self.protocol)[0]
 
     def confirm_latency(self, files: Mapping[Key, bytes], seed: int = 0) -> dict[Key, ConfirmedLatency]:
-        """Time ``files`` side by side in ``protocol.confirm_rounds`` shuffled rounds (``measure.confirm_latency``)."""
+        """Time ``files`` side by side in ``protocol.confirm_rounds`` shuffled rounds (``measure.confirm_latency``).
+
+        With a latency backend (a device) nothing is confirmed: its readings are cached by file, so rounds
+        could not differ, and the local interpreter would time another machine than the one searched for.
+        """
+        if self.latency_backend is not None:
+            return {}
         return measure.confirm_latency(files, self.time_once, self.protocol.confirm_rounds, seed)
 
     @staticmethod

@@ -50,8 +50,9 @@ class Source:
         rescale: pixel multiplier; ``None``: 1/255 for 8-bit images, others as they are.
         mean: per channel, subtracted after ``rescale``.
         std: per channel, divided after the mean.
-        val_fraction: share of samples for validation (of the training split when the source has one).
-        test_fraction: share held out for measuring every ``.tflite`` (pooled sources only).
+        val_fraction: share of samples for validation, what every trial is scored and selected on (of the
+            training split when the source has one).
+        test_fraction: share held out for the figures reported for the front (pooled sources only).
         seed: split seed; the same seed always gives the same split.
         limit: keep only this many samples (after shuffling, spread over the splits), for quick tests.
     """
@@ -222,11 +223,12 @@ class LatencyProtocol:
 
     def describe(self) -> dict[str, str | int | float]:
         """The protocol as ``latency.*`` params (logged on every trial run and compared on resume)."""
-        described: dict[str, str | int | float] = {"backend": self.backend, "threads": self.threads, "warmup": self.warmup,
-                                                   "min_runs": self.min_runs, "max_runs": self.max_runs,
-                                                   "max_seconds": self.max_seconds, "statistic": "median", "batch_size": 1}
-        if self.backend == "command":
-            described.update(command=str(self.command), pattern=str(self.pattern), unit=self.unit)
+        if self.backend == "command":  # the device's own tool decides how it times: what it prints is the figure
+            described: dict[str, str | int | float] = {"backend": self.backend, "threads": self.threads, "command": str(self.command),
+                                                       "pattern": str(self.pattern), "unit": self.unit, "statistic": "as printed"}
+        else:
+            described = {"backend": self.backend, "threads": self.threads, "warmup": self.warmup, "min_runs": self.min_runs,
+                         "max_runs": self.max_runs, "max_seconds": self.max_seconds, "statistic": "median", "batch_size": 1}
         return {f"latency.{k}": v for k, v in described.items()}
 
     def validate(self) -> None:

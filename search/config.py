@@ -57,7 +57,7 @@ class PathsConfig:
 
 @dataclasses.dataclass
 class ObjectiveConfig:
-    """What the ``accuracy`` objective measures on the test split (higher is better).
+    """What the ``accuracy`` objective measures on the validation split (and, for the front, the test split; higher is better).
 
     ``metric``: ``accuracy`` (top-1 on the labels), ``top_k`` (with ``k``), ``agreement`` (top-1 agreement
     with the float model, no labels needed) or ``{_target_: module.function}``, a function

@@ -64,9 +64,9 @@ def retime(study: optuna.Study, tracker: Tracker, bench: Any, front: Sequence[op
         run_id = run_id_of(trial)
         assert run_id is not None
         files[("trial", number)] = tracker.read_file(run_id, TFLITE_FILE)
-    if not files:
+    confirmed = bench.confirm_latency(files, seed=seed) if files else {}
+    if not confirmed:
         return {}
-    confirmed = bench.confirm_latency(files, seed=seed)
     presets: dict[str, dict[str, float]] = {}
     for (kind, key), latency in confirmed.items():
         figures = latency.as_dict()

@@ -76,14 +76,14 @@ class Sweep:
         def check(names: list[str]) -> None:
             match_groups(cfg.space.groups or {}, names)  # raises on a group that matches no layer
 
-        self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None)
-        self.space = space if space is not None else self._space()
         s = cfg.study
         self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
                                 s.heartbeat_interval_s, s.heartbeat_grace_s)
-        # Before anything is written: a study is compared with one reference, under one protocol.
-        check_fingerprint(self.study, self.fingerprint())
+        # Before the base model is trained and anything is written: a study keeps one reference and protocol.
+        self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None,
+                                                    check_fingerprint=lambda found: check_fingerprint(self.study, found))
         record_objective_metric(self.study, self.bench.scorer.name)
+        self.space = space if space is not None else self._space()
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
@@ -97,11 +97,6 @@ class Sweep:
             unprunable=[i.name for i in bench.layers if "prune" not in i.techniques],
             ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
         )
-
-    def fingerprint(self) -> dict[str, object]:
-        """What every trial of the study is compared under (``ledger.check_fingerprint``)."""
-        return {"base_model": self.training["cache_key"], "data": self.bench.data.fingerprint(),
-                "latency": self.bench.protocol.describe()}
 
     @property
     def reference(self) -> dict[str, float]:
@@ -137,9 +132,8 @@ class Sweep:
     def first_passes(self) -> None:
         """Presets, then the optional sensitivity pass and post-training screen (each cached on the study)."""
         cfg, study, tracker = self.cfg, self.study, self.tracker
+        fresh = not study.trials  # before anything is enqueued: what is enqueued, is enqueued once
         self.presets = baselines.measure_presets(self.bench, tracker, study.study_name) if cfg.study.presets else {}
-        if cfg.study.preset_twins and not study.trials:  # once, when the study is new: the search starts at the presets' level
-            self.enqueue_twins()
         if cfg.sensitivity.enabled:
             drops = sensitivity.measure_sensitivity(self.bench, self.space, study)
             sensitivity.log_report(tracker, drops)
@@ -149,8 +143,9 @@ class Sweep:
                 tracker.log_study_files({"search_space_narrowed.json": dumps(self.space.to_dict())})
             elif cfg.sensitivity.use == "seed" and count_finished(study) == 0:
                 study.enqueue_trial(sensitivity.seed_params(self.space, drops, cfg.sensitivity.insensitive_drop), skip_if_exists=True)
+        if cfg.study.preset_twins and fresh:  # in the space as narrowed: the search starts at the presets' level
+            self.enqueue_twins()
         if cfg.screen.enabled:
-            fresh = not study.trials
             rows = screen.screen(self.bench, self.space, study, cfg.screen.trials, cfg.screen.seeds, cfg.study.seed,
                                  self.directions, cfg.screen.max_drop)
             screen.log_report(tracker, rows)

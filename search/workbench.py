@@ -17,20 +17,23 @@ from omegaconf import DictConfig
 log = logging.getLogger("litesweep")
 
 
-def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] | None = None) -> tuple[Any, dict]:
+def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] | None = None,
+                    check_fingerprint: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict]:
     """Load the data, train or load the base model, and build the per-process Workbench.
 
     Args:
         cfg: the composed config.
         check_layers: called with the compressible layers' names before the base model is trained, so a
             config that cannot fit the model fails before any training.
+        check_fingerprint: called with the fingerprint (base model, data and split, latency protocol)
+            before the base model is loaded or trained, so a study that refuses it costs nothing.
 
     Returns:
-        The workbench and a description of the base model's training.
+        The workbench and a description of the base model's training (``fingerprint`` among it).
     """
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.inventory import compressible_layers
-    from litesweep.objectives.models import build_cnn, train_or_load
+    from litesweep.objectives.models import build_cnn, cache_key, train_or_load
     from litesweep.objectives.pipeline import Workbench
     from litesweep.objectives.settings import CnnSpec, FineTuneSettings, LatencyProtocol, Source
     from litesweep.search.config import settings
@@ -38,12 +41,17 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
 
     data = load_dataset(settings(cfg.data, Source))
     spec = settings(cfg.model, CnnSpec)
+    latency = settings(cfg.latency, LatencyProtocol)
+    # A file under the same name may be another model: it is known by its bytes.
+    key = f"file:{Path(spec.path).name}:{file_digest(Path(spec.path))}" if spec.path else cache_key(spec, data)
+    fingerprint = {"base_model": key, "data": data.fingerprint(), "latency": latency.describe()}
+    if check_fingerprint is not None:
+        check_fingerprint(fingerprint)
     if spec.path:
         from litesweep.objectives.models import load_model
 
         model, unsupported = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
-        key = f"file:{Path(spec.path).name}:{file_digest(Path(spec.path))}"  # a new file under the same name is another model
-        training = {"cache_key": key, "epochs": 0, "cached": True, "unsupported_layers": unsupported}
+        training = {"cache_key": key, "epochs": 0, "cached": True, "unsupported_layers": unsupported, "fingerprint": fingerprint}
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(model)])
         if unsupported:
@@ -52,8 +60,8 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(build_cnn(spec, data.input_shape, data.num_classes))])
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
+        training["fingerprint"] = fingerprint
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
-    latency = settings(cfg.latency, LatencyProtocol)
     backend = None
     if latency.backend == "command":
         from litesweep.objectives.latency_command import CommandLatency

@@ -137,8 +137,8 @@ def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path
 
 
 def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path) -> None:
-    result = run(compose_quick(tmp_path, "study.n_trials=2", "study.presets=false", "screen=ptq", "screen.trials=6",
-                               "screen.seeds=2", "screen.max_drop=100", "space.bits=[4,8,32]", "study.preset_twins=false"))
+    result = run(compose_quick(tmp_path, "study.n_trials=3", "study.presets=false", "screen=ptq", "screen.trials=6",
+                               "screen.seeds=2", "screen.max_drop=100", "space.bits=[4,8,32]"))
     study = _study(result)
     rows = study.user_attrs["screen"]
     assert len(rows) == 6 and len({tuple(r["bits"].values()) for r in rows}) == 6, "distinct mixtures"
@@ -150,7 +150,9 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
                        and (o["accuracy"], o["size_bytes"], o["latency_ms"]) != (r["accuracy"], r["size_bytes"], r["latency_ms"])
                        for o in rows)
     # Enqueued smallest first: the first two trials ran the enqueued mixtures in ascending screened size.
-    first = sorted(study.trials, key=lambda t: t.number)[:2]
+    twins = [t for t in study.trials if "preset_twin" in t.user_attrs]
+    assert [t.number for t in twins] == [0]  # the presets' twin comes first, then the screen's choices
+    first = sorted((t for t in study.trials if t not in twins), key=lambda t: t.number)[:2]
     chosen_bits = [{k.removeprefix("bits."): v for k, v in t.params.items() if k.startswith("bits.")} for t in first]
     assert chosen_bits == [r["bits"] for r in enqueued]
     parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
