@@ -114,3 +114,16 @@ def test_every_recipe_the_workbench_offers_is_accepted_by_the_quantizer(digits_b
             output = digits_bench.run(Policy({layer: LayerPolicy(**fields)}, method="ptq"))
             assert output.weight_types[layer] == stored[fields["bits"]], recipe
             assert output.fallback == [] and 0.0 <= output.metrics.accuracy <= 1.0
+
+
+def test_ideal_size_follows_the_types_stored_in_the_file_not_the_policy(digits_bench) -> None:
+    """The float16 preset stores its kernels as FLOAT16: two bytes each, whatever a policy would say."""
+    from litesweep.objectives import tflite_file
+
+    names = ("conv1", "fc1", "logits")
+    ref = digits_bench.reference.measurement.metrics
+    tflite, measured = digits_bench.preset("float16")
+    assert set(tflite_file.weight_types(tflite, list(names)).values()) == {"FLOAT16"}
+    kernels = sum(int(np.count_nonzero(digits_bench.base_model.get_layer(n).kernel.numpy())) for n in names)
+    assert ref.ideal_bytes - measured.metrics.ideal_bytes == pytest.approx(kernels * (4 - 2))
+    assert measured.metrics.ideal_bytes < measured.metrics.size_bytes
