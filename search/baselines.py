@@ -7,7 +7,7 @@ from typing import Any
 
 from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES
 from litesweep.search import pareto
-from litesweep.search.ledger import TAG_DELEGATE, TAG_PRESET, TFLITE_FILE
+from litesweep.search.ledger import TAG_DELEGATE, TFLITE_FILE, first_run_per_preset
 from litesweep.search.tracking import Tracker
 
 #: The test issue 3 sets for presets: a front trial at least as accurate and no larger.
@@ -15,12 +15,8 @@ ACCURACY_AND_SIZE = {"accuracy": "maximize", "size_bytes": "minimize"}
 
 
 def preset_runs(tracker: Tracker) -> dict[str, Any]:
-    """Each preset's baseline run (the first, when a resumed study logged one twice)."""
-    found: dict[str, Any] = {}
-    for r in sorted(tracker.baseline_runs(), key=lambda r: r.info.start_time):
-        if TAG_PRESET in r.data.tags:
-            found.setdefault(r.data.tags[TAG_PRESET], r)
-    return found
+    """Each preset's baseline run of this study (``ledger.first_run_per_preset``)."""
+    return first_run_per_preset(tracker.baseline_runs())
 
 
 def measure_presets(bench: Any, tracker: Tracker, study_name: str) -> dict[str, dict[str, float]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import optuna
@@ -185,10 +187,8 @@ def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any]) -> No
                           f"({what}); accepted: the study's own settings, or a new study.name for the new ones")
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, Mapping):  # the latency protocol: only what is worth reading
-        return ",".join(f"{k.removeprefix('latency.')}={v}" for k, v in value.items())
-    return str(value)
+def _short(value: Any) -> str:  # the latency protocol as k=v pairs, the rest as it is
+    return ",".join(f"{k.removeprefix('latency.')}={v}" for k, v in value.items()) if isinstance(value, Mapping) else str(value)
 
 
 def confirmed_of(study: optuna.Study, number: int) -> dict[str, float]:
@@ -209,6 +209,21 @@ def trial_runs_filter(parent_run_id: str, role: str = ROLE_TRIAL) -> str:
 def study_run_filter(study_name: str) -> str:
     """An MLflow filter for a study's parent run(s)."""
     return f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'"
+
+
+def first_run_per_preset(runs: list[Run]) -> dict[str, Run]:
+    """Each preset's baseline run, the oldest when a resumed study logged one twice."""
+    found: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        if TAG_PRESET in run.data.tags:
+            found.setdefault(run.data.tags[TAG_PRESET], run)
+    return found
+
+
+def read_artifact(client: MlflowClient, run_id: str, name: str) -> bytes:
+    """The bytes of one artifact of a run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
 
 
 def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
@@ -262,11 +277,8 @@ class StudyView:
         return sorted(runs, key=lambda r: r.info.start_time)
 
     def presets(self) -> dict[str, dict[str, float]]:
-        """Metrics of each preset (the first run of each, when a resumed study logged one twice)."""
-        found: dict[str, dict[str, float]] = {}
-        for run in self.preset_runs():
-            found.setdefault(run.data.tags[TAG_PRESET], dict(run.data.metrics))
-        return found
+        """Metrics of each preset (``first_run_per_preset``)."""
+        return {name: dict(run.data.metrics) for name, run in first_run_per_preset(self.preset_runs()).items()}
 
     def front(self) -> list[FrozenTrial]:
         """The study's Pareto front (see ``search.pareto.front``)."""

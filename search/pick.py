@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -178,10 +177,8 @@ def candidates(view: StudyView) -> tuple[list[Candidate], list[Candidate]]:
     runs = {r.info.run_id: r for r in found}
     trials = [Candidate.of(runs.get(run_id) or view.client.get_run(run_id), trial=t.number)
               for t in view.front() if (run_id := run_id_of(t)) is not None]  # a COMPLETE trial is always linked
-    presets: dict[str, Candidate] = {}
-    for run in view.preset_runs():  # oldest first: a resumed study's first run of each preset
-        presets.setdefault(run.data.tags[ledger.TAG_PRESET], Candidate.of(run, preset=run.data.tags[ledger.TAG_PRESET]))
-    return trials, list(presets.values())
+    presets = [Candidate.of(run, preset=name) for name, run in ledger.first_run_per_preset(view.preset_runs()).items()]
+    return trials, presets
 
 
 def _runnable(client: MlflowClient, trials: list[Candidate], presets: list[Candidate],
@@ -199,7 +196,7 @@ def _runnable(client: MlflowClient, trials: list[Candidate], presets: list[Candi
             raise LitesweepError(f"LiteRT's default interpreter refuses every candidate meeting the constraints "
                                  f"({', '.join(refused)}); nothing exported") from None
         chosen = choice.candidate
-        tflite = _download(client, chosen.run_id, TFLITE_FILE)
+        tflite = ledger.read_artifact(client, chosen.run_id, TFLITE_FILE)
         error = default_runtime_error(tflite)
         if error is None:
             return choice, tflite
@@ -243,7 +240,7 @@ def pick(cfg: DictConfig) -> Pick:
     logged = client.get_run(chosen.run_id).data.tags.get(ledger.TAG_TFLITE_SHA256)
     if logged is not None and logged != sha256:
         raise LitesweepError(f"the {TFLITE_FILE} of run {chosen.run_id} has sha256 {sha256}, not the logged {logged}")
-    policy = None if chosen.preset is not None else _download(client, chosen.run_id, POLICY_FILE)
+    policy = None if chosen.preset is not None else ledger.read_artifact(client, chosen.run_id, POLICY_FILE)
     recorded = recorded_config(client, view.parent_run_id)
     config = recorded if recorded is not None else cfg
     rule = ", ".join(f"{m} {o} {b:g}" for m, o, b in constraints.values())
@@ -271,11 +268,6 @@ def pick(cfg: DictConfig) -> Pick:
         version = register(client, cfg.tracking.uri, chosen.run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias)
     best_preset = choice.best_preset.preset if choice.best_preset else None
     return Pick(chosen.trial, chosen.preset, chosen.run_id, dict(chosen.metrics), output_dir, best_preset, version)
-
-
-def _download(client: MlflowClient, run_id: str, name: str) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
 
 
 main = hydra_entry(pick, "litesweep-pick")

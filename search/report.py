@@ -62,6 +62,7 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
     pairs = list(itertools.combinations(metrics, 2))
     fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{axis_label(y)} vs {axis_label(x)}" for x, y in pairs])
     points = _points(study)
+    attrs = study.user_attrs  # test figures of trials that reached the front, shown on hover
     for col, (x, y) in enumerate(pairs, start=1):
         for kind in ("feasible", "infeasible", "front"):
             chosen = [t for t, k in points if k == kind]
@@ -69,7 +70,7 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
                 x=[t.user_attrs[METRICS_ATTR][x] for t in chosen], y=[t.user_attrs[METRICS_ATTR][y] for t in chosen],
                 mode="markers", name=kind, legendgroup=kind, showlegend=col == 1,
                 marker={"color": COLOURS[kind], "size": 9 if kind == "front" else 6, "symbol": "x" if kind == "infeasible" else "circle"},
-                text=[f"trial {t.number}<br>run {t.user_attrs.get(RUN_ID_ATTR, '')}" for t in chosen],
+                text=[f"trial {t.number}<br>run {t.user_attrs.get(RUN_ID_ATTR, '')}{_test_note(attrs, t.number)}" for t in chosen],
             ), row=1, col=col)
         fig.add_trace(go.Scatter(
             x=[m[x] for m in presets.values()], y=[m[y] for m in presets.values()], mode="markers+text",
@@ -83,6 +84,14 @@ def pareto_html(study: optuna.Study, metrics: Sequence[str], presets: Mapping[st
     fig.update_layout(title=f"Pareto front of {study.study_name}", height=480, width=max(520 * len(pairs), 600))
     # plotly.js is embedded, not fetched: reports must open on machines without internet.
     return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+def _test_note(attrs: Mapping[str, Any], number: int) -> str:
+    figures = attrs.get(f"{CONFIRMED_ATTR_PREFIX}{number}", {})
+    if "test_accuracy" not in figures:
+        return ""
+    return (f"<br>test accuracy {figures['test_accuracy']:.4f} [{figures['test_accuracy_low']:.4f}, "
+            f"{figures['test_accuracy_high']:.4f}] (reported, not selected by)")
 
 
 def _near(a: float, b: float, share: float = 0.05) -> bool:

@@ -31,6 +31,7 @@ from litesweep.search.ledger import (
     TAG_STUDY,
     TAG_TRIAL,
     TRACEBACK_FILE,
+    read_artifact,
     search_all_runs,
     study_run_filter,
     trial_runs_filter,
@@ -195,8 +196,7 @@ class Tracker:
 
     def read_file(self, run_id: str, name: str) -> bytes:
         """An artifact's bytes."""
-        with tempfile.TemporaryDirectory() as tmp:
-            return Path(self.client.download_artifacts(run_id, name, tmp)).read_bytes()
+        return read_artifact(self.client, run_id, name)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tags on a run."""
