@@ -166,8 +166,8 @@ def record_objective_metric(study: optuna.Study, metric: str) -> None:
 FINGERPRINT_PARTS: Final = {"base_model": "base model", "data": "data or its split", "latency": "latency protocol"}
 
 
-def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any]) -> None:
-    """Record the study's fingerprint, or refuse to resume it under another one (nothing is written then).
+def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any], record: bool = True) -> None:
+    """Record the study's fingerprint (with ``record``), or refuse to resume it under another one.
 
     Raises:
         ConfigError: the base model, the data (or its split) or the latency protocol differs from the
@@ -178,7 +178,8 @@ def check_fingerprint(study: optuna.Study, fingerprint: Mapping[str, Any]) -> No
         raise ConfigError(f"study '{study.study_name}' was made by a litesweep that scored trials on the test split, not "
                           "validation; accepted: a new study.name (or remove the old study)")
     if recorded is None:
-        study.set_user_attr(FINGERPRINT_ATTR, dict(fingerprint))
+        if record:
+            study.set_user_attr(FINGERPRINT_ATTR, dict(fingerprint))
         return
     changed = [key for key in FINGERPRINT_PARTS if recorded.get(key) != fingerprint.get(key)]
     if changed:

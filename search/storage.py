@@ -93,6 +93,18 @@ def open_study(name: str, storage: str, sampler: str, seed: int, directions: Map
     return study
 
 
+def find_study(name: str, storage: str) -> optuna.Study | None:
+    """The study when it exists, else None; creates no file (a journal or SQLite file that is not there
+    means no study)."""
+    local = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else None if "://" in storage else storage
+    if local is not None and not Path(local).exists():
+        return None
+    try:
+        return load_existing_study(name, storage)
+    except ConfigError:
+        return None
+
+
 def load_existing_study(name: str, storage: str) -> optuna.Study:
     """An existing study, for the commands that read one (pick, audit).
 

@@ -35,7 +35,7 @@ from litesweep.search.preflight import mask
 from litesweep.search.recovery import recover_stale_trials
 from litesweep.search.runner import TrialRunner
 from litesweep.search.space import SearchSpace, match_groups
-from litesweep.search.storage import count_finished, open_study
+from litesweep.search.storage import count_finished, find_study, open_study
 from litesweep.search.tracking import Tracker, dumps, flatten
 from litesweep.search.workbench import build_workbench
 
@@ -77,13 +77,19 @@ class Sweep:
             match_groups(cfg.space.groups or {}, names)  # raises on a group that matches no layer
 
         s = cfg.study
+
+        def same_reference(found: dict) -> None:  # an existing study refuses another reference before any training
+            existing = find_study(s.name, s.storage)
+            if existing is not None:
+                check_fingerprint(existing, found, record=False)
+
+        self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None,
+                                                    check_fingerprint=same_reference)
+        self.space = space if space is not None else self._space()
         self.study = open_study(s.name, s.storage, s.sampler, s.seed + seed_offset, self.directions, s.n_startup_trials,
                                 s.heartbeat_interval_s, s.heartbeat_grace_s)
-        # Before the base model is trained and anything is written: a study keeps one reference and protocol.
-        self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None,
-                                                    check_fingerprint=lambda found: check_fingerprint(self.study, found))
+        check_fingerprint(self.study, self.training["fingerprint"])  # recorded on a new study
         record_objective_metric(self.study, self.bench.scorer.name)
-        self.space = space if space is not None else self._space()
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []

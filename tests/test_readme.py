@@ -78,13 +78,13 @@ def test_the_compress_your_own_model_walkthrough_runs_as_written(own_files) -> N
     # The console scripts of this interpreter, importing this checkout's packages first.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    stderr = ""
+    console = ""
     for block in blocks:
         proc = subprocess.run(["bash", "-eu", "-c", quick(block)], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        stderr += proc.stderr
+        console += proc.stdout + proc.stderr
     # 1,400 training images, 10% held out: 140 to select on, and the sweep says that is too few to trust.
-    warned = [line for line in stderr.splitlines() if "the validation split has" in line]
+    warned = [line for line in console.splitlines() if "the validation split has" in line]
     assert len(warned) == 1 and "has 140 examples (fewer than 200)" in warned[0], warned
 
     picked = folder / "my_sweep" / "picked" / "my-model"
