@@ -263,9 +263,11 @@ class Workbench:
                 bits = list(policy.quantized_layers.values())
                 sparse = bool(policy.sparse_layers or policy.structured_layers) and convert.sparse_encoding_allowed(bits)
                 tflite = convert.to_tflite(model, quantized=bool(bits), sparse=sparse)
-                if sparse and runtime.default_runtime_error(tflite) is not None:
+                refused = runtime.default_runtime_error(tflite)
+                if sparse and refused is not None:
                     # XNNPACK refuses some sparse-encoded int8 kernels; the same weights stored dense run everywhere.
                     tflite = convert.to_tflite(model, quantized=bool(bits), sparse=False)
+                    refused = runtime.default_runtime_error(tflite)
             else:
                 from litesweep.objectives.techniques import ptq
 
@@ -274,7 +276,7 @@ class Workbench:
                 layer_recipes = {name: recipes.ptq_recipe(layer) for name, layer in policy.layers.items()}
                 result = ptq.quantize_tflite(float_tflite, layer_recipes, self.calibration)
                 tflite, fallback = result.tflite, list(result.fallback)
-            refused = runtime.default_runtime_error(tflite)
+                refused = runtime.default_runtime_error(tflite)
             if refused is not None:
                 raise RuntimeRefused(refused)
         with timed(timings, "evaluate"):
