@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported b
     import tensorflow as tf
     import tensorflow.lite.python.schema_py_generated as tflite_schema
     import tensorflow_model_optimization as tfmot
+    import tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_layout_transform as nbit_layout  # noqa: E501 - a module path
     import tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry as nbit_registry  # noqa: E501 - a module path
     import tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_scheme as nbit_scheme  # noqa: E501 - a module path
     import tf_keras as keras
@@ -46,6 +47,7 @@ _MODULES: dict[str, str] = {
     # TF-MOT 0.8.1 exports no public API for its n-bit QAT scheme (per-layer 2/4-bit weights), so its
     # internal modules are imported here, the one place that knows TF-MOT's layout.
     "nbit_registry": f"{_NBIT}.default_n_bit_quantize_registry",
+    "nbit_layout": f"{_NBIT}.default_n_bit_quantize_layout_transform",
     "nbit_scheme": f"{_NBIT}.default_n_bit_quantize_scheme",
     # The flatbuffer schema of .tflite files: the only reader of stored tensor types (INT4 included).
     "tflite_schema": "tensorflow.lite.python.schema_py_generated",
@@ -83,6 +85,7 @@ def limit_threads(threads: int) -> None:
 
 
 __all__ = [  # every name of _MODULES but the optional tfds
-    "aeq", "aeq_flatbuffer", "aeq_qtyping", "aeq_recipes", "keras", "limit_threads", "litert", "nbit_registry", "nbit_scheme",
+    "aeq", "aeq_flatbuffer", "aeq_qtyping", "aeq_recipes", "keras", "limit_threads", "litert", "nbit_layout", "nbit_registry",
+    "nbit_scheme",
     "tf", "tflite_schema", "tfmot",
 ]

@@ -104,3 +104,9 @@ def compressible_layers(model: keras.Model) -> list[LayerInfo]:
         found.append(LayerInfo(layer.name, type(layer).__name__, int(kernel.shape.num_elements()),
                                int(kernel.shape[-2]), techniques))
     return found
+
+
+def left_float(model: keras.Model) -> list[str]:
+    """Names of the layers with weights that no technique supports (they stay float in every file)."""
+    compressible = {info.name for info in compressible_layers(model)}
+    return [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]

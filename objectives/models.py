@@ -110,7 +110,7 @@ def fresh_copy(model: keras.Model) -> keras.Model:
     return clone
 
 
-def load_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = ()) -> tuple[keras.Model, list[str]]:
+def load_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = ()) -> keras.Model:
     """Load a user's Keras model (``.keras``, ``.h5`` or a SavedModel directory), safely.
 
     ``.keras`` files load with Keras' ``safe_mode``: a ``Lambda`` layer (arbitrary Python) is refused
@@ -123,9 +123,6 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
         trust_code: allow Lambda layers.
         custom_objects: dotted paths of modules (every Keras layer class they define) or classes to
             import first: the model's custom layers.
-
-    Returns:
-        The model and the names of layers with weights that no technique supports (left float).
 
     Raises:
         ModelError: the path is missing, is not a Keras model, holds refused code, uses a class that
@@ -177,11 +174,7 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
         if "accepted" not in problem:
             problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
         raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {problem}") from exc
-    from litesweep.objectives.inventory import compressible_layers
-
-    compressible = {info.name for info in compressible_layers(model)}
-    unsupported = [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]
-    return model, unsupported
+    return model
 
 
 def import_custom_objects(entries: Sequence[str]) -> dict[str, type]:

@@ -25,7 +25,8 @@ TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "distill", "width
 LAYER_TECHNIQUES: tuple[str, ...] = tuple(t for t in TECHNIQUES if t != "distill")
 #: Weight bit widths: 2/4/8 integer, 16 float16 (post-training only), 32 float.
 SUPPORTED_WEIGHT_BITS: tuple[int, ...] = (2, 4, 8, 16, 32)
-QAT_WEIGHT_BITS: tuple[int, ...] = (2, 4, 8, 32)
+#: With QAT: the converter stores 2-bit QAT weights as INT4 (4-bit size for 2-bit accuracy), so 2 is post-training only.
+QAT_WEIGHT_BITS: tuple[int, ...] = (4, 8, 32)
 #: Activation bits of an integer layer: 8, or 16 (16x8, post-training static only).
 ACTIVATION_BITS: tuple[int, ...] = (8, 16)
 #: What QAT fake-quantizes every activation to (TF-MOT's n-bit scheme; not a choice).

@@ -21,6 +21,7 @@ from litesweep.objectives.data import Dataset
 from litesweep.objectives.errors import HopelessTrial
 from litesweep.objectives.models import fresh_copy
 from litesweep.objectives.policy import Policy
+from litesweep.objectives.rewrite import ends_in_softmax
 from litesweep.objectives.settings import FineTuneSettings
 from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
 
@@ -66,8 +67,8 @@ class FineTuner:
         self.data = data
         self.settings = settings
         self._x = data.x_train[: settings.max_train_samples]
-        teacher_logits = base_model.predict(self._x, batch_size=512, verbose=0)
-        targets = distill.pack_targets(data.y_train[: settings.max_train_samples], teacher_logits, data.num_classes)
+        teacher_outputs = base_model.predict(self._x, batch_size=512, verbose=0)  # logits, or probabilities (softmax)
+        targets = distill.pack_targets(data.y_train[: settings.max_train_samples], teacher_outputs, data.num_classes)
         # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
         self._batches = (tf.data.Dataset.from_tensor_slices((self._x, targets))
                          .shuffle(len(self._x), seed=0, reshuffle_each_iteration=True)
@@ -97,7 +98,8 @@ class FineTuner:
         self._first_phase_done = False
         with timed(timings, "prepare"):
             model = fresh_copy(self.base_model)
-            loss = distill.distillation_loss(self.data.num_classes, policy.distill.temperature, policy.distill.weight)
+            loss = distill.distillation_loss(self.data.num_classes, policy.distill.temperature, policy.distill.weight,
+                                             probabilities=ends_in_softmax(self.base_model))
         sparse, structured = policy.sparse_layers, policy.structured_layers
         clusters = policy.clustered_layers
         bits = policy.quantized_layers if policy.method == "qat" else {}

@@ -20,6 +20,7 @@ from litesweep.objectives.policy import (
     QAT_ACTIVATION_BITS,
     QAT_WEIGHT_BITS,
     STRUCTURES,
+    SUPPORTED_WEIGHT_BITS,
     TECHNIQUES,
     check_bits,
     check_choice,
@@ -137,9 +138,11 @@ def validate_space(space: Any) -> None:
     layers = [("space", space), *((f"space.layers.{name}", layer) for name, layer in space.layers.items())]
     if space.method == "qat":
         for key, node in layers:
-            if FLOAT16_BITS in (node.get("bits") or []):
-                raise ConfigError(f"{key}.bits entry = 16 (float16) needs space.method ptq or mixed; "
-                                  f"accepted with qat: {list(QAT_WEIGHT_BITS)}")
+            for bits in node.get("bits") or []:
+                if bits in SUPPORTED_WEIGHT_BITS and bits not in QAT_WEIGHT_BITS:
+                    why = "float16" if bits == FLOAT16_BITS else "QAT stores 2-bit weights as INT4: 4-bit size, 2-bit accuracy"
+                    raise ConfigError(f"{key}.bits entry = {bits} ({why}) needs space.method ptq or mixed; "
+                                      f"accepted with qat: {list(QAT_WEIGHT_BITS)}")
             if 16 in (node.get("act_bits") or []):
                 raise ConfigError(f"{key}.act_bits entry = 16 (16x8) needs space.method ptq or mixed; "
                                   f"accepted with qat: [{QAT_ACTIVATION_BITS}]")

@@ -125,7 +125,9 @@ class Sweep:
         if resumed:  # the fingerprint matched: the reference, config and files logged at creation still hold
             return parent_id, resumed
         self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}
-                                       | {"base_model.epochs": training["epochs"]})
+                                       | {"base_model.epochs": training["epochs"],
+                                          "base_model.folded_batch_norm": training.get("folded_batch_norm", 0),
+                                          "base_model.split_separable": training.get("split_separable", 0)})
         self.tracker.log_study_files({
             CONFIG_FILE: mask(OmegaConf.to_yaml(cfg, resolve=True)),
             "search_space.json": dumps(self.space.to_dict()),

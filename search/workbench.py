@@ -32,9 +32,10 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         The workbench and a description of the base model's training (``fingerprint`` among it).
     """
     from litesweep.objectives.data import load_dataset
-    from litesweep.objectives.inventory import compressible_layers
+    from litesweep.objectives.inventory import compressible_layers, left_float
     from litesweep.objectives.models import build_cnn, cache_key, train_or_load
     from litesweep.objectives.pipeline import Workbench
+    from litesweep.objectives.rewrite import compressible_form
     from litesweep.objectives.settings import CnnSpec, FineTuneSettings, LatencyProtocol, Source
     from litesweep.search.config import settings
     from litesweep.search.objective import scorer_from_config
@@ -47,21 +48,29 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     fingerprint = {"base_model": key, "data": data.fingerprint(), "latency": latency.describe()}
     if check_fingerprint is not None:
         check_fingerprint(fingerprint)
+    probe = data.x_val[:256]  # inputs on which a rewritten model must compute what the original does
     if spec.path:
         from litesweep.objectives.models import load_model
 
-        model, unsupported = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
-        training = {"cache_key": key, "epochs": 0, "cached": True, "unsupported_layers": unsupported, "fingerprint": fingerprint}
+        model = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
+        training = {"cache_key": key, "epochs": 0, "cached": True}
+        model, rewrites = compressible_form(model, probe)
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(model)])
-        if unsupported:
-            log.warning("layers no technique supports, left float: %s", unsupported)
     else:
         if check_layers is not None:
-            check_layers([info.name for info in compressible_layers(build_cnn(spec, data.input_shape, data.num_classes))])
+            untrained, _ = compressible_form(build_cnn(spec, data.input_shape, data.num_classes), probe)
+            check_layers([info.name for info in compressible_layers(untrained)])
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
-        training["fingerprint"] = fingerprint
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
+        model, rewrites = compressible_form(model, probe)
+    if rewrites:
+        log.info("BatchNormalization folded into %d layers, %d frozen; %d separable convolutions split (outputs within %.1e)",
+                 len(rewrites.folded), len(rewrites.frozen), len(rewrites.split), rewrites.max_difference)
+    training.update(fingerprint=fingerprint, unsupported_layers=left_float(model), folded_batch_norm=len(rewrites.folded),
+                    split_separable=len(rewrites.split))
+    if training["unsupported_layers"]:
+        log.warning("layers no technique supports, left float: %s", training["unsupported_layers"])
     backend = None
     if latency.backend == "command":
         from litesweep.objectives.latency_command import CommandLatency

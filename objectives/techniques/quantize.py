@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from litesweep.objectives.compat import keras, nbit_registry, nbit_scheme, tf, tfmot
+from litesweep.objectives.compat import keras, nbit_layout, nbit_registry, nbit_scheme, tf, tfmot
 
 from litesweep.objectives.inventory import KERNEL_LAYERS, kernel_of, require
 from litesweep.objectives.policy import QAT_ACTIVATION_BITS
@@ -26,24 +26,50 @@ def _quantize_config(layer: keras.layers.Layer, weight_bits: int) -> Any:  # a T
     return registry.get_quantize_config(layer)
 
 
+class _KeepKernelConfigs(nbit_layout.DefaultNBitQuantizeLayoutTransform):
+    """TF-MOT's n-bit layout transforms, except that each annotated kernel layer keeps its own config.
+
+    TF-MOT 0.8.1's ``LayerReLUQuantize`` gives a Conv2D/Dense followed by a ReLU layer (ResNet and
+    MobileNet blocks) a no-op config, which would leave its weights float.
+    """
+
+    def __init__(self, configs: Mapping[str, Any]) -> None:
+        super().__init__(num_bits_weight=8, num_bits_activation=QAT_ACTIVATION_BITS)
+        self._configs = configs
+
+    def apply(self, model: keras.Model, layer_quantize_map: dict) -> tuple[keras.Model, dict]:
+        transformed, quantize_map = super().apply(model, layer_quantize_map)
+        for name, config in self._configs.items():
+            quantize_map.setdefault(name, {})["quantize_config"] = config
+        return transformed, quantize_map
+
+
+class _PerLayerScheme(nbit_scheme.DefaultNBitQuantizeScheme):
+    def __init__(self, configs: Mapping[str, Any]) -> None:
+        super().__init__(num_bits_weight=8, num_bits_activation=QAT_ACTIVATION_BITS)
+        self._configs = configs
+
+    def get_layout_transformer(self) -> _KeepKernelConfigs:
+        return _KeepKernelConfigs(self._configs)
+
+
 def wrap_for_qat(model: keras.Model, weight_bits: Mapping[str, int]) -> keras.Model:
     """Return a QAT model where each layer in ``weight_bits`` fake-quantizes its weights to that width."""
     require(model, "quantize", weight_bits)
     probe = nbit_registry.DefaultNBitQuantizeRegistry()
+    configs: dict[str, Any] = {}
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in weight_bits:
-            config = _quantize_config(layer, weight_bits[layer.name])
-            return _quant.quantize_annotate_layer(layer, quantize_config=config)
+            configs[layer.name] = _quantize_config(layer, weight_bits[layer.name])
+            return _quant.quantize_annotate_layer(layer, quantize_config=configs[layer.name])
         if not isinstance(layer, (*KERNEL_LAYERS, keras.layers.InputLayer)) and probe.supports(layer):
             return _quant.quantize_annotate_layer(layer, quantize_config=_quantize_config(layer, 8))
         return layer
 
     with _quant.quantize_scope():
         annotated = keras.models.clone_model(model, clone_function=annotate)
-        qat = _quant.quantize_apply(
-            annotated, nbit_scheme.DefaultNBitQuantizeScheme(num_bits_weight=8, num_bits_activation=QAT_ACTIVATION_BITS)
-        )
+        qat = _quant.quantize_apply(annotated, _PerLayerScheme(configs))
     for name, bits in weight_bits.items():
         quantizer = qat.get_layer(f"quant_{name}").quantize_config.weight_quantizer
         if quantizer.num_bits != bits:  # guards against the shared-registry bug above
