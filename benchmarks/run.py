@@ -16,7 +16,8 @@ Phases:
                 the validation/test split's own difference.
 
 Tasks: ``fashion_mnist`` (60k/10k from Debian's dataset-fashion-mnist, ``fashion_cnn``), ``cifar10``
-(``../shared/datasets/cifar10_jpeg.npz``, ``mobilenet_tiny``) and ``default`` (the default sweep's
+(``../shared/datasets/cifar10_jpeg.npz``, ``mobilenet_tiny`` with BatchNorm), ``cifar10_resnet8`` (the same
+data, ``resnet8``) and ``default`` (the default sweep's
 MNIST-5k and ``small_cnn``).
 
 Run::
@@ -91,9 +92,12 @@ def task_overrides(task: str, out: Path) -> list[str]:
     if task == "cifar10":
         return ["data=npz", f"data.path={cifar_npz(out)}", "data.name=cifar10", "model=mobilenet_tiny",
                 "finetune.max_train_samples=10000", "finetune.prune_epochs=1", "finetune.batch_size=128"]
+    if task == "cifar10_resnet8":
+        return ["data=npz", f"data.path={cifar_npz(out)}", "data.name=cifar10", "model=resnet8",
+                "finetune.max_train_samples=8000", "finetune.prune_epochs=1", "finetune.batch_size=128"]
     if task == "default":
         return []
-    raise SystemExit(f"benchmark: --task {task!r} is unknown; accepted: cifar10, default, fashion_mnist")
+    raise SystemExit(f"benchmark: --task {task!r} is unknown; accepted: cifar10, cifar10_resnet8, default, fashion_mnist")
 
 
 def cifar_npz(out: Path) -> Path:
@@ -559,7 +563,7 @@ def picking_figures(out: Path, name: str, tested: dict[str, Any] | None) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="fashion_mnist", choices=("fashion_mnist", "cifar10", "default"))
+    parser.add_argument("--task", default="fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar10_resnet8", "default"))
     parser.add_argument("--phases", nargs="+", default=["search", "compare", "throughput"],
                         choices=("search", "compare", "throughput", "report"))
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of the search phase")

@@ -25,27 +25,62 @@ __all__ = ["CnnSpec", "build_cnn", "fresh_copy", "import_custom_objects", "load_
 def build_cnn(spec: CnnSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Build (untrained) the CNN ``spec`` describes; layer names are stable (``conv1``, ``fc1``, ``logits``)."""
     inputs = keras.Input(shape=input_shape, name="image")
-    h = inputs
-    for i, filters in enumerate(spec.conv_filters, start=1):
-        if spec.separable and i > 1:
-            stride = 2 if min(h.shape[1], h.shape[2]) >= 2 else 1
-            h = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu", name=f"dw{i}")(h)
-            h = keras.layers.Conv2D(int(filters), 1, activation="relu", name=f"pw{i}")(h)
-            continue
-        h = keras.layers.Conv2D(int(filters), spec.kernel_size, padding="same", activation="relu", name=f"conv{i}")(h)
-        if not spec.separable and min(h.shape[1], h.shape[2]) >= 2:
-            h = keras.layers.MaxPooling2D(name=f"pool{i}")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="pool")(h) if spec.separable else keras.layers.Flatten(name="flatten")(h)
+    if spec.residual:
+        h = _residual_trunk(spec, inputs)
+    else:
+        h = inputs
+        for i, filters in enumerate(spec.conv_filters, start=1):
+            if spec.separable and i > 1:
+                stride = 2 if min(h.shape[1], h.shape[2]) >= 2 else 1
+                h = _conv(spec, h, None, 3, f"dw{i}", strides=stride)
+                h = _conv(spec, h, int(filters), 1, f"pw{i}")
+                continue
+            h = _conv(spec, h, int(filters), spec.kernel_size, f"conv{i}")
+            if not spec.separable and min(h.shape[1], h.shape[2]) >= 2:
+                h = keras.layers.MaxPooling2D(name=f"pool{i}")(h)
+    pooled = spec.separable or spec.residual
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h) if pooled else keras.layers.Flatten(name="flatten")(h)
     for i, units in enumerate(spec.dense_units, start=1):
         h = keras.layers.Dense(int(units), activation="relu", name=f"fc{i}")(h)
     outputs = keras.layers.Dense(num_classes, name="logits")(h)
     return keras.Model(inputs, outputs, name="base_cnn")
 
 
+def _conv(spec: CnnSpec, h: keras.KerasTensor, filters: int | None, kernel: int, name: str, strides: int = 1,
+          relu: bool = True) -> keras.KerasTensor:
+    """A 'same' convolution (depthwise when ``filters`` is None), then ReLU; with BatchNormalization between them."""
+    activation = "relu" if relu and not spec.batch_norm else None
+    common = {"strides": strides, "padding": "same", "activation": activation, "use_bias": not spec.batch_norm, "name": name}
+    layer = (keras.layers.DepthwiseConv2D(kernel, **common) if filters is None
+             else keras.layers.Conv2D(filters, kernel, **common))
+    h = layer(h)
+    if spec.batch_norm:
+        h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+        if relu:
+            h = keras.layers.ReLU(name=f"{name}_relu")(h)
+    return h
+
+
+def _residual_trunk(spec: CnnSpec, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """ResNet-v1 stages (the MLPerf Tiny ResNet-8 with ``conv_filters = [16, 32, 64]``)."""
+    h = _conv(spec, inputs, int(spec.conv_filters[0]), spec.kernel_size, "conv1")
+    for stage, filters in enumerate(spec.conv_filters, start=1):
+        stride = 1 if stage == 1 else 2
+        y = _conv(spec, h, int(filters), spec.kernel_size, f"res{stage}a", strides=stride)
+        y = _conv(spec, y, int(filters), spec.kernel_size, f"res{stage}b", relu=False)
+        if stride != 1 or h.shape[-1] != filters:
+            h = keras.layers.Conv2D(int(filters), 1, strides=stride, name=f"res{stage}_shortcut")(h)
+        h = keras.layers.Add(name=f"res{stage}_add")([h, y])
+        h = keras.layers.ReLU(name=f"res{stage}_relu")(h)
+    return h
+
+
 def cache_key(spec: CnnSpec, data: Dataset) -> str:
     described = {k: v for k, v in dataclasses.asdict(spec).items() if k not in CnnSpec.NOT_ARCHITECTURE}
-    if not spec.separable:
-        del described["separable"]  # keeps the keys of models cached before the option existed
+    defaults = CnnSpec()
+    for option in CnnSpec.LATER_OPTIONS:
+        if described[option] == getattr(defaults, option):
+            del described[option]
     payload = json.dumps({"spec": described, "data": data.fingerprint(), "tf": tf.__version__}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -83,10 +118,15 @@ def _train_or_load_locked(spec: CnnSpec, data: Dataset, path: Path, key: str) ->
         metrics=["accuracy"],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience, restore_best_weights=True)
-    history = model.fit(
-        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-        epochs=spec.max_epochs, batch_size=spec.batch_size, callbacks=[stop], verbose=0,
-    )
+    callbacks: list[keras.callbacks.Callback] = [stop]
+    if spec.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=spec.reduce_lr_patience))
+    if spec.augment:
+        history = model.fit(_augmented_batches(spec, data), validation_data=(data.x_val, data.y_val),
+                            epochs=spec.max_epochs, callbacks=callbacks, verbose=0)
+    else:
+        history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+                            epochs=spec.max_epochs, batch_size=spec.batch_size, callbacks=callbacks, verbose=0)
     info = {"cache_key": key, "epochs": len(history.history["loss"]), "best_epoch": stop.best_epoch + 1}
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temporary name and rename, so an interrupted run never leaves a half-written cache.
@@ -97,6 +137,16 @@ def _train_or_load_locked(spec: CnnSpec, data: Dataset, path: Path, key: str) ->
         os.replace(tmp_model, path)
         os.replace(Path(tmp) / info_path.name, info_path)
     return model, {**info, "cached": False}
+
+
+def _augmented_batches(spec: CnnSpec, data: Dataset) -> tf.data.Dataset:
+    """Training batches shuffled each epoch, randomly shifted (up to 1/8 of a side) and flipped left-right."""
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=spec.seed),
+                                keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", seed=spec.seed)])
+    return (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+            .shuffle(len(data.x_train), seed=spec.seed, reshuffle_each_iteration=True).batch(spec.batch_size)
+            .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def fresh_copy(model: keras.Model) -> keras.Model:

@@ -105,10 +105,16 @@ class CnnSpec:
 
     Plain: Conv-Pool blocks, Flatten, Dense layers. ``separable`` (MobileNet-style): a Conv stem, then
     depthwise 3x3 + pointwise 1x1 blocks that halve the resolution, global average pooling, Dense layers.
-    No softmax: distillation needs logits.
+    ``residual`` (ResNet-style): a Conv stem with ``conv_filters[0]``, then one residual block of two 3x3
+    convolutions per entry (stride 2 after the first, with a 1x1 projection shortcut), global average
+    pooling, Dense layers. ``batch_norm`` puts Conv-BatchNormalization-ReLU where ReLU convolutions were.
+    Outputs are logits.
 
     Attributes:
         name: the name shown in reports.
+        augment: train the base model on randomly shifted (1/8 of a side) and horizontally flipped images.
+        reduce_lr_patience: halve the base model's learning rate after this many epochs without a better
+            validation loss (0: constant).
         path: a trained model (``.keras``, ``.h5``, SavedModel directory) used instead of the built CNN;
             the CNN fields are then unused.
         trust_code: allow Lambda layers (arbitrary code) in ``path``.
@@ -125,12 +131,19 @@ class CnnSpec:
     learning_rate: float = 1e-3
     seed: int = 0
     separable: bool = False
+    residual: bool = False
+    batch_norm: bool = False
+    augment: bool = False
+    reduce_lr_patience: int = 0
     path: str | None = None
     trust_code: bool = False
     custom_objects: tuple[str, ...] = ()
 
     #: Fields that say where a model comes from, not how the CNN is built and trained (not in its cache key).
     NOT_ARCHITECTURE = ("name", "path", "trust_code", "custom_objects")
+    #: Options added after models were first cached: left out of the cache key at their default, so
+    #: models cached before they existed keep their keys.
+    LATER_OPTIONS = ("separable", "residual", "batch_norm", "augment", "reduce_lr_patience")
 
     def __post_init__(self) -> None:
         for field in ("conv_filters", "dense_units", "custom_objects"):
@@ -145,6 +158,10 @@ class CnnSpec:
                             ("model.batch_size", self.batch_size)):
             if int(value) <= 0:
                 raise ConfigError(f"{what} = {value!r} is not accepted; accepted: a positive integer")
+        if self.separable and self.residual:
+            raise ConfigError("model.separable = true and model.residual = true together are not accepted; accepted: at most one of them")
+        if int(self.reduce_lr_patience) < 0:
+            raise ConfigError(f"model.reduce_lr_patience = {self.reduce_lr_patience!r} is not accepted; accepted: an integer >= 0")
         if self.path and not Path(self.path).exists():
             raise ConfigError(f"model.path = '{self.path}' does not exist; accepted: a .keras or .h5 file or a SavedModel directory")
 
@@ -159,8 +176,9 @@ class FineTuneSettings:
         qat_epochs: epochs of quantization-aware training.
         batch_size: fine-tuning batch size.
         learning_rate: Adam learning rate of every phase.
-        min_val_accuracy: a trial whose validation accuracy after its first fine-tuning epoch is below
-            this floor stops there (recorded as pruned); 0 disables the check.
+        min_relative_accuracy: a trial whose validation accuracy after its first fine-tuning epoch is below
+            this share of the float base model's stops there (recorded as pruned); 0 disables the check.
+            Relative, so the floor fits a 60% CIFAR-10 model as well as a 98% MNIST one.
         calibration_samples: training images used to calibrate static post-training recipes.
         max_train_samples: fine-tune on this many training samples (a fixed random subset; ``None``:
             all). The fidelity knob for large datasets: trials cost less, the base model keeps all data.
@@ -171,7 +189,7 @@ class FineTuneSettings:
     qat_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 5e-4
-    min_val_accuracy: float = 0.0
+    min_relative_accuracy: float = 0.0
     calibration_samples: int = 128
     max_train_samples: int | None = None
 
@@ -185,8 +203,8 @@ class FineTuneSettings:
                               "accepted: at least one batch, or null for all")
         if not self.learning_rate > 0:
             raise ConfigError(f"finetune.learning_rate = {self.learning_rate!r} is not accepted; accepted: a number > 0")
-        if not 0.0 <= self.min_val_accuracy <= 1.0:
-            raise ConfigError(f"finetune.min_val_accuracy = {self.min_val_accuracy!r} is out of range; accepted: 0.0 to 1.0")
+        if not 0.0 <= self.min_relative_accuracy <= 1.0:
+            raise ConfigError(f"finetune.min_relative_accuracy = {self.min_relative_accuracy!r} is out of range; accepted: 0.0 to 1.0")
 
 
 @dataclasses.dataclass(frozen=True)

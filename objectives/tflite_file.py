@@ -56,3 +56,11 @@ def weight_types(tflite: bytes, layer_names: list[str]) -> dict[str, str]:
                 if best is None or rank < order.index(best):
                     found[layer] = entry.type
     return found
+
+
+def op_names(tflite: bytes) -> list[str]:
+    """The builtin operator of every op of subgraph 0, in execution order (``CONV_2D``, ``ADD`` ...)."""
+    model = schema.Model.GetRootAsModel(tflite, 0)
+    graph = model.Subgraphs(0)
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    return [names[model.OperatorCodes(graph.Operators(i).OpcodeIndex()).BuiltinCode()] for i in range(graph.OperatorsLength())]

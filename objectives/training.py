@@ -74,11 +74,13 @@ class FineTuner:
                          .shuffle(len(self._x), seed=0, reshuffle_each_iteration=True)
                          .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE))
         self._first_phase_done = False
+        predicted = np.argmax(base_model.predict(data.x_val, batch_size=512, verbose=0), axis=1)
+        self._base_val_accuracy = float(np.mean(predicted == data.y_val))
 
     def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
         ft = self.settings
-        if ft.min_val_accuracy > 0 and not self._first_phase_done:
-            callbacks = [*callbacks, EarlyFloor(self.data.x_val, self.data.y_val, ft.min_val_accuracy)]
+        if ft.min_relative_accuracy > 0 and not self._first_phase_done:
+            callbacks = [*callbacks, EarlyFloor(self.data.x_val, self.data.y_val, ft.min_relative_accuracy * self._base_val_accuracy)]
         self._first_phase_done = True
         callbacks = [*callbacks, FailOnNaN()]
         model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)

@@ -34,6 +34,8 @@ CASES = [
     ("study.constraints={size_bytes:small}", "study.constraints.size_bytes = 'small' is not accepted; accepted: a number"),
     ("space.structures=[2:8]", "space.structures entry = '2:8' is not supported; accepted: ['unstructured', '2:4']"),
     ("space.bits=[8,16]", "space.bits entry = 16 (float16) needs space.method ptq or mixed"),
+    ("space.bits=[2,8]", "space.bits entry = 2 (QAT stores 2-bit weights as INT4: 4-bit size, 2-bit accuracy) needs space.method ptq "
+     "or mixed; accepted with qat: [4, 8, 32]"),
     ("space.groups={convs:'conv[1'}", "space.groups.convs = 'conv[1' is not a valid regular expression"),
     ("space=ptq space.techniques=[quantize,prune]", "space.techniques entry = 'prune' needs training"),
     ("space.width={low:0.0,high:1.0}", "space.width.low = 0.0 is out of range"),
