@@ -225,6 +225,13 @@ class Workbench:
         model, float_model = self._tuner.run(policy, timings)
         return model, float_model, self._kernels(model)
 
+    def narrowable(self) -> list[str]:
+        """Layers whose width the search may lower: width-taking layers but the output, when the graph lets them narrow."""
+        from litesweep.objectives.techniques import shrink
+
+        candidates = [i.name for i in self.layers if "width" in i.techniques and i.name != self.output_layer]
+        return shrink.narrowable(self.base_model, candidates)
+
     def ptq_recipes(self) -> dict[str, set[str]]:
         """Post-training recipes (``policy.recipe_name`` words) that each compressible layer's op accepts.
 

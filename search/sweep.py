@@ -96,10 +96,13 @@ class Sweep:
 
     def _space(self) -> SearchSpace:
         bench, cfg = self.bench, self.cfg
+        narrowable = bench.narrowable() if "width" in cfg.space.techniques else []
+        if "width" in cfg.space.techniques and not narrowable:
+            log.warning("width multipliers cannot narrow this model's layers; every layer keeps its full width")
         return SearchSpace.from_config(
             cfg.space, [info.name for info in bench.layers],
             no_2_by_4=[info.name for info in bench.layers if not info.supports_2_by_4],
-            full_width=[bench.output_layer, *(i.name for i in bench.layers if "width" not in i.techniques)],
+            full_width=[i.name for i in bench.layers if i.name not in narrowable],
             unprunable=[i.name for i in bench.layers if "prune" not in i.techniques],
             ptq_support=bench.ptq_recipes() if cfg.space.method != "qat" else None,
         )

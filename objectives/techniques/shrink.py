@@ -198,3 +198,13 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
     for name, weights in new_weights.items():
         student.get_layer(name).set_weights(weights)
     return student
+
+
+def narrowable(model: keras.Model, candidates: list[str]) -> list[str]:
+    """Those of ``candidates`` a width multiplier can narrow in this model: all of them when a student with
+    every candidate at half width builds, else none (a layer on the way cannot take fewer channels)."""
+    try:
+        shrink(model, dict.fromkeys(candidates, 0.5))
+    except (ModelError, ConfigError):
+        return []
+    return list(candidates)
