@@ -195,12 +195,12 @@ class SearchSpace:
         temperature = self.temperature.sample(trial, "distill.temperature")
         return Policy(layers, DistillPolicy(temperature=temperature, weight=weight), method=self.method)
 
-    def twin_params(self, preset: str) -> dict[str, Any]:
+    def twin_params(self, preset: str, narrow: bool = False) -> dict[str, Any]:
         """The parameters of the point nearest an integer preset (``dynamic_int8`` or ``full_int8``).
 
         Weights as near 8 bits as the space allows (``qat``), or the preset's own recipe (``ptq``/``mixed``:
-        static or dynamic int8), with no pruning or clustering and full width; distillation at the middle
-        of its ranges. Only parameters the space really samples are given.
+        static or dynamic int8), with no pruning or clustering and full width (``narrow``: the narrowest
+        width); distillation at the middle of its ranges. Only parameters the space really samples are given.
         """
         params: dict[str, Any] = {}
         wanted = recipe_name(8, "static" if preset == "full_int8" else "dynamic", 8)
@@ -218,7 +218,7 @@ class SearchSpace:
             if len(unit.clusters) > 1:
                 params[f"clusters.{n}"] = 0 if 0 in unit.clusters else max(unit.clusters)
             if unit.width.low != unit.width.high:
-                params[f"width.{n}"] = unit.width.high
+                params[f"width.{n}"] = unit.width.low if narrow else unit.width.high
         for name, interval in (("distill.weight", self.distill_weight), ("distill.temperature", self.temperature)):
             if interval.low != interval.high:
                 params[name] = (interval.low + interval.high) / 2 if interval.step is None else interval.low

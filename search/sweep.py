@@ -40,6 +40,8 @@ from litesweep.search.tracking import Tracker, dumps, flatten
 from litesweep.search.workbench import build_workbench
 
 log = logging.getLogger("litesweep")
+#: Marks the preset twin enqueued at the space's narrowest width (``Sweep.enqueue_twins``).
+NARROW_TWIN_PREFIX = "narrow:"
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
 MIN_TRIALS_FOR_FAILURE_RATE = 5
 
@@ -164,16 +166,24 @@ class Sweep:
                 log.info("screen: %d post-training mixtures measured, %d enqueued for training", len(rows), screen.enqueue(study, rows))
 
     def enqueue_twins(self) -> None:
-        """Enqueue the search-space points nearest each integer preset, each once (``SearchSpace.twin_params``)."""
+        """Enqueue the search-space points nearest each integer preset, each once (``SearchSpace.twin_params``),
+        then, where the space narrows layers, the same points at their narrowest width: narrow all-8-bit files
+        are often the fastest, and the sampler would otherwise meet them late."""
         from litesweep.objectives.presets import INTEGER_PRESETS
 
         twins: dict[str, list[str]] = {}
         for preset in INTEGER_PRESETS:
             key = repr(sorted(self.space.twin_params(preset).items()))
             twins.setdefault(key, []).append(preset)
-        for presets in twins.values():
-            self.study.enqueue_trial(self.space.twin_params(presets[0]), user_attrs={TWIN_ATTR: ",".join(presets)})
-        log.info("enqueued %d preset twin(s): %s", len(twins), [",".join(p) for p in twins.values()])
+        enqueued = []
+        for narrow in (False, True):
+            for presets in twins.values():
+                params = self.space.twin_params(presets[0], narrow=narrow)
+                if narrow and params == self.space.twin_params(presets[0]):
+                    continue  # no layer narrows
+                enqueued.append(f"{NARROW_TWIN_PREFIX if narrow else ''}{','.join(presets)}")
+                self.study.enqueue_trial(params, user_attrs={TWIN_ATTR: enqueued[-1]})
+        log.info("enqueued %d preset twin(s): %s", len(enqueued), enqueued)
 
     def runner(self) -> TrialRunner:
         """The trial runner of this process."""

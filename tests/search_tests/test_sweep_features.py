@@ -138,7 +138,7 @@ def test_a_group_pattern_matching_nothing_fails_before_the_stores(tmp_path: Path
 
 
 def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path) -> None:
-    result = run(compose_quick(tmp_path, "study.n_trials=3", "study.presets=false", "screen=ptq", "screen.trials=6",
+    result = run(compose_quick(tmp_path, "study.n_trials=4", "study.presets=false", "screen=ptq", "screen.trials=6",
                                "screen.seeds=2", "screen.max_drop=100", "space.bits=[4,8,32]"))
     study = _study(result)
     rows = study.user_attrs["screen"]
@@ -152,7 +152,9 @@ def test_a_post_training_screen_chooses_the_first_training_trials(tmp_path: Path
                        for o in rows)
     # Enqueued smallest first: the first two trials ran the enqueued mixtures in ascending screened size.
     twins = [t for t in study.trials if "preset_twin" in t.user_attrs]
-    assert [t.number for t in twins] == [0]  # the presets' twin comes first, then the screen's choices
+    # The presets' twin comes first, then the same at the narrowest width, then the screen's choices.
+    assert [(t.number, t.user_attrs["preset_twin"]) for t in twins] == [(0, "dynamic_int8,full_int8"), (1, "narrow:dynamic_int8,full_int8")]
+    assert {v for k, v in twins[1].params.items() if k.startswith("width.")} == {0.5}
     first = sorted((t for t in study.trials if t not in twins), key=lambda t: t.number)[:2]
     chosen_bits = [{k.removeprefix("bits."): v for k, v in t.params.items() if k.startswith("bits.")} for t in first]
     assert chosen_bits == [r["bits"] for r in enqueued]
