@@ -77,7 +77,7 @@ def main(overrides: list[str]) -> None:
     print(text)
     out = ROOT / "benchmarks" / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if not overrides else "_" + "_".join(o.split("=")[-1] for o in overrides if o.startswith("model="))
+    suffix = "".join(f"_{o.split('=', 1)[1]}" for o in overrides if o.startswith("model="))
     (out / f"latency_levers{suffix}.md").write_text(text)
     (out / f"latency_levers{suffix}.json").write_text(json.dumps(report, indent=2))
 

@@ -110,3 +110,17 @@ def left_float(model: keras.Model) -> list[str]:
     """Names of the layers with weights that no technique supports (they stay float in every file)."""
     compressible = {info.name for info in compressible_layers(model)}
     return [layer.name for layer in model.layers if layer.weights and layer.name not in compressible]
+
+
+def output_layer(model: keras.Model) -> str:
+    """The compressible layer whose units are the model's outputs, found past a final Softmax or Activation."""
+    names = {info.name for info in compressible_layers(model)}
+    layer = model.layers[-1]
+    while layer.name not in names and layer.inbound_nodes:
+        feeding = layer.inbound_nodes[0].inbound_layers
+        if isinstance(feeding, list):
+            if len(feeding) != 1:
+                break
+            feeding = feeding[0]
+        layer = feeding
+    return layer.name if layer.name in names else model.layers[-1].name

@@ -97,12 +97,17 @@ def wilson_interval(score: float, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """Whether a model's outputs are probabilities (it ends in softmax: rows >= 0 summing to 1) rather than logits."""
+    return bool(outputs.min() >= 0.0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
+
+
 def _distributions(reference: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # A model ending in softmax already gives probabilities (told by the float reference's rows);
     # applying softmax again would flatten both. Anything else is taken as logits.
     eps = 1e-12
     ref, out = reference.astype(np.float64), outputs.astype(np.float64)
-    if ref.min() >= 0.0 and np.allclose(ref.sum(axis=1), 1.0, atol=1e-3):
+    if are_probabilities(ref):
         p, q = np.clip(ref, eps, None), np.clip(out, eps, None)
         return p / p.sum(axis=1, keepdims=True), q / q.sum(axis=1, keepdims=True)
 

@@ -119,7 +119,7 @@ class Workbench:
         self.layers: list[LayerInfo] = compressible_layers(base_model)
         if not self.layers:
             raise ConfigError(f"the model has no layer any technique supports; accepted: {', '.join(inventory.supported_kinds())}")
-        self.output_layer = base_model.layers[-1].name
+        self.output_layer = inventory.output_layer(base_model)
         self._tuner = FineTuner(base_model, data, finetune)
         ref_tflite = convert.to_tflite(base_model, quantized=False, sparse=False)
         # Every file is compared with the float reference's outputs (agreement, kl_divergence), split by split.

@@ -25,8 +25,9 @@ TECHNIQUES: tuple[str, ...] = ("quantize", "prune", "cluster", "distill", "width
 LAYER_TECHNIQUES: tuple[str, ...] = tuple(t for t in TECHNIQUES if t != "distill")
 #: Weight bit widths: 2/4/8 integer, 16 float16 (post-training only), 32 float.
 SUPPORTED_WEIGHT_BITS: tuple[int, ...] = (2, 4, 8, 16, 32)
-#: With QAT: the converter stores 2-bit QAT weights as INT4 (4-bit size for 2-bit accuracy), so 2 is post-training only.
-QAT_WEIGHT_BITS: tuple[int, ...] = (4, 8, 32)
+#: Bit widths only post-training recipes give, and why.
+POST_TRAINING_ONLY_BITS: dict[int, str] = {2: "QAT stores 2-bit weights as INT4: 4-bit size, 2-bit accuracy", 16: "float16"}
+QAT_WEIGHT_BITS: tuple[int, ...] = tuple(b for b in SUPPORTED_WEIGHT_BITS if b not in POST_TRAINING_ONLY_BITS)
 #: Activation bits of an integer layer: 8, or 16 (16x8, post-training static only).
 ACTIVATION_BITS: tuple[int, ...] = (8, 16)
 #: What QAT fake-quantizes every activation to (TF-MOT's n-bit scheme; not a choice).
@@ -67,7 +68,7 @@ class LayerPolicy:
         """Raise ``ConfigError`` naming ``layer`` if a setting is out of range or not possible with ``method``."""
         check_bits(self.bits, f"bits of layer '{layer}'")
         if method == "qat" and self.bits not in QAT_WEIGHT_BITS:
-            raise ConfigError(f"bits of layer '{layer}' = {self.bits} needs method ptq or mixed; "
+            raise ConfigError(f"bits of layer '{layer}' = {self.bits} ({POST_TRAINING_ONLY_BITS[self.bits]}) needs method ptq or mixed; "
                               f"accepted with qat: {list(QAT_WEIGHT_BITS)}")
         check_choice(self.act_bits, ACTIVATION_BITS, f"act_bits of layer '{layer}'")
         if self.act_bits == 16 and not (method != "qat" and self.bits == 8 and self.ptq_mode == "static"):

@@ -8,6 +8,7 @@ wrap as they are. Before anything else, the base model is put in its *compressib
 - ``BatchNormalization`` right after a linear Conv2D, DepthwiseConv2D or Dense (its only consumer) is
   folded into that layer's kernel and bias, as TF-MOT's Conv-BN folding does: QAT quantizes the folded
   kernel, the file has no BN ops, and fine-tuning keeps the pretrained statistics (inference mode).
+- A nested model (a pretrained backbone inside the user's model) is replaced by its layers first.
 - A BatchNormalization that cannot be folded is frozen: in Keras 2 a non-trainable BN runs in inference
   mode, as QAT of pretrained networks expects.
 
@@ -28,6 +29,8 @@ from litesweep.objectives.errors import ModelError
 
 #: Layers a BatchNormalization can be folded into (when their activation is linear).
 _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
+#: Per-kernel settings a split separable convolution hands to its two halves.
+_SETTINGS = ("initializer", "regularizer", "constraint")
 #: Largest difference between the original and the rewritten model's outputs, relative to their scale.
 MAX_RELATIVE_DIFFERENCE = 1e-4
 
@@ -36,24 +39,16 @@ MAX_RELATIVE_DIFFERENCE = 1e-4
 class Rewrites:
     """What ``compressible_form`` changed: ``folded`` BN name -> the layer it went into; ``split``
     separable layers; ``frozen`` BN layers left in place but in inference mode; ``max_difference``
-    between the two models' outputs on the probe inputs, relative to their scale."""
+    between the two models' outputs on the probe inputs, relative to their scale; ``inlined`` nested models."""
 
     folded: dict[str, str] = dataclasses.field(default_factory=dict)
     split: list[str] = dataclasses.field(default_factory=list)
     frozen: list[str] = dataclasses.field(default_factory=list)
     max_difference: float = 0.0
+    inlined: list[str] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.folded or self.split or self.frozen)
-
-
-def ends_in_softmax(model: keras.Model) -> bool:
-    """Whether the model outputs probabilities (a final softmax) rather than logits."""
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
+        return bool(self.folded or self.split or self.frozen or self.inlined)
 
 
 def compressible_form(model: keras.Model, probe: np.ndarray) -> tuple[keras.Model, Rewrites]:
@@ -63,16 +58,18 @@ def compressible_form(model: keras.Model, probe: np.ndarray) -> tuple[keras.Mode
 
     Raises:
         ModelError: the rewritten model's outputs on ``probe`` differ from the original's by more than
-            ``MAX_RELATIVE_DIFFERENCE`` of their scale (the layer where it starts is named).
+            ``MAX_RELATIVE_DIFFERENCE`` of their scale (the folded and split layers are named).
     """
     kinds = {type(layer).__name__ for layer in model.layers}
-    if not kinds & {"SeparableConv2D", "BatchNormalization"}:
+    if not kinds & {"SeparableConv2D", "BatchNormalization"} and not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model, Rewrites()
-    graph = keras.Model(model.inputs, model.outputs, name=model.name) if isinstance(model, keras.Sequential) else model
+    graph = _functional(model)
     config = copy.deepcopy(graph.get_config())
-    weights = {layer.name: layer.get_weights() for layer in graph.layers}
+    layers = {layer.name: layer for layer in graph.layers}
+    weights = {name: layer.get_weights() for name, layer in layers.items()}
+    inlined = _inline_nested(config, weights, layers)
     split = _split_separable(config, weights)
-    folded = _fold_batch_norm(config, weights)
+    folded = _fold_batch_norm(config, weights, layers)
     frozen = []
     for entry in config["layers"]:
         if entry["class_name"] == "BatchNormalization":
@@ -86,12 +83,54 @@ def compressible_form(model: keras.Model, probe: np.ndarray) -> tuple[keras.Mode
         raise ModelError(f"rewriting the model (folding {sorted(folded)}, splitting {split}) changed its outputs by "
                          f"{difference:.2e} of their scale; accepted: at most {MAX_RELATIVE_DIFFERENCE:g} "
                          "(report this model: litesweep would compress another network than yours)")
-    return rewritten, Rewrites(folded, split, frozen, difference)
+    return rewritten, Rewrites(folded, split, frozen, difference, inlined)
+
+
+def _functional(model: keras.Model) -> keras.Model:
+    return keras.Model(model.inputs, model.outputs, name=model.name) if isinstance(model, keras.Sequential) else model
+
+
+def _inline_nested(config: dict[str, Any], weights: dict[str, list[np.ndarray]], layers: dict[str, keras.layers.Layer]) -> list[str]:
+    """Replace each nested model called once (a pretrained backbone inside the user's model) by its layers.
+
+    Its inputs are wired to what fed it, its outputs to what read it. A nested model whose layer names clash
+    with the outer model's, or that is called several times, stays as it is (its weights left float).
+    """
+    inlined = []
+    for entry in list(config["layers"]):
+        nested = layers.get(entry["name"])
+        if not isinstance(nested, keras.Model) or len(entry["inbound_nodes"]) != 1:
+            continue
+        inner_graph = _functional(nested)
+        inner = copy.deepcopy(inner_graph.get_config())
+        taken = {e["name"] for e in config["layers"]} - {entry["name"]}
+        body = [e for e in inner["layers"] if e["class_name"] != "InputLayer"]
+        if taken & {e["name"] for e in body} or len(inner["input_layers"]) != len(entry["inbound_nodes"][0]):
+            continue
+        fed_by = {ref[0]: outer[:3] for ref, outer in zip(inner["input_layers"], entry["inbound_nodes"][0], strict=True)}
+        for e in body:
+            for node in e["inbound_nodes"]:
+                for ref in node:
+                    if ref[0] in fed_by:
+                        ref[:3] = fed_by[ref[0]]
+        position = config["layers"].index(entry)
+        config["layers"][position:position + 1] = body
+        for ref in [*(r for e in config["layers"] for node in e["inbound_nodes"] for r in node), *config["output_layers"]]:
+            if ref[0] == entry["name"]:
+                ref[:3] = inner["output_layers"][ref[2]][:3]
+        for layer in inner_graph.layers:
+            layers[layer.name] = layer
+            weights[layer.name] = layer.get_weights()
+        inlined.append(entry["name"])
+    return inlined
 
 
 def _relative_difference(original: keras.Model, rewritten: keras.Model, probe: np.ndarray) -> float:
-    expected = original.predict(probe, batch_size=256, verbose=0)
-    got = rewritten.predict(probe, batch_size=256, verbose=0)
+    def outputs(model: keras.Model) -> np.ndarray:  # every output of the model side by side
+        found = model.predict(probe, batch_size=256, verbose=0)
+        return np.concatenate([o.reshape(len(probe), -1) for o in (found if isinstance(found, list) else [found])], axis=1)
+
+    expected, got = outputs(original), outputs(rewritten)
     return float(np.max(np.abs(expected - got)) / max(float(np.max(np.abs(expected))), 1e-6))
 
 
@@ -115,7 +154,7 @@ def _split_separable(config: dict[str, Any], weights: dict[str, list[np.ndarray]
     taken = {entry["name"] for entry in config["layers"]}
     layers: list[dict[str, Any]] = []
     for entry in config["layers"]:
-        if entry["class_name"] != "SeparableConv2D":
+        if entry["class_name"] != "SeparableConv2D" or len(entry["inbound_nodes"]) != 1:  # a shared one stays whole
             layers.append(entry)
             continue
         name, cfg = entry["name"], entry["config"]
@@ -127,11 +166,14 @@ def _split_separable(config: dict[str, Any], weights: dict[str, list[np.ndarray]
             "name": depthwise_name, "trainable": cfg.get("trainable", True), "dtype": cfg.get("dtype", "float32"),
             "kernel_size": cfg["kernel_size"], "strides": cfg["strides"], "padding": cfg["padding"],
             "data_format": cfg.get("data_format"), "dilation_rate": cfg.get("dilation_rate", (1, 1)),
-            "depth_multiplier": cfg.get("depth_multiplier", 1), "activation": "linear", "use_bias": False}}
+            "depth_multiplier": cfg.get("depth_multiplier", 1), "activation": "linear", "use_bias": False,
+            **{f"depthwise_{k}": cfg[f"depthwise_{k}"] for k in _SETTINGS if cfg.get(f"depthwise_{k}")}}}
         pointwise = {"class_name": "Conv2D", "name": name, "inbound_nodes": [[[depthwise_name, 0, 0, {}]]], "config": {
             "name": name, "trainable": cfg.get("trainable", True), "dtype": cfg.get("dtype", "float32"),
             "filters": cfg["filters"], "kernel_size": (1, 1), "data_format": cfg.get("data_format"),
-            "activation": cfg["activation"], "use_bias": cfg["use_bias"]}}
+            "activation": cfg["activation"], "use_bias": cfg["use_bias"],
+            **{f"kernel_{k}": cfg[f"pointwise_{k}"] for k in _SETTINGS if cfg.get(f"pointwise_{k}")},
+            **{k: cfg[k] for k in (*(f"bias_{k}" for k in _SETTINGS), "activity_regularizer") if cfg.get(k)}}}
         layers += [depthwise, pointwise]
         depthwise_kernel, pointwise_kernel, *bias = weights.pop(name)
         weights[depthwise_name] = [depthwise_kernel]
@@ -141,7 +183,8 @@ def _split_separable(config: dict[str, Any], weights: dict[str, list[np.ndarray]
     return split
 
 
-def _fold_batch_norm(config: dict[str, Any], weights: dict[str, list[np.ndarray]]) -> dict[str, str]:
+def _fold_batch_norm(config: dict[str, Any], weights: dict[str, list[np.ndarray]],
+                     layers: dict[str, keras.layers.Layer]) -> dict[str, str]:
     by_name = {entry["name"]: entry for entry in config["layers"]}
     consumers: dict[str, int] = {}
     for entry in config["layers"]:
@@ -156,10 +199,11 @@ def _fold_batch_norm(config: dict[str, Any], weights: dict[str, list[np.ndarray]
         sources = _inbound_names(entry)
         source = sources[0] if len(sources) == 1 else ""
         producer = by_name.get(source)
-        axis = entry["config"].get("axis", -1)
-        if (producer is None or producer["class_name"] not in _FOLDS_INTO or consumers.get(source) != 1
+        batch_norm = layers[entry["name"]]
+        on_channels = list(batch_norm.axis) == [len(batch_norm.input_shape) - 1]  # channels last, as the kernel's last axis
+        if (producer is None or producer["class_name"] not in _FOLDS_INTO or consumers.get(source) != 1 or not on_channels
                 or len(producer["inbound_nodes"]) != 1 or producer["config"].get("activation", "linear") != "linear"
-                or axis not in (-1, [-1], 3, [3], 1, [1]) or (axis in (1, [1]) and producer["class_name"] != "Dense")):
+                or producer["config"].get("data_format") not in (None, "channels_last")):
             continue
         weights[source] = _folded_weights(producer, weights[source], entry["config"], weights[entry["name"]])
         producer["config"]["use_bias"] = True

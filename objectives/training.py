@@ -19,9 +19,9 @@ import numpy as np
 
 from litesweep.objectives.data import Dataset
 from litesweep.objectives.errors import HopelessTrial
+from litesweep.objectives.metrics import are_probabilities
 from litesweep.objectives.models import fresh_copy
 from litesweep.objectives.policy import Policy
-from litesweep.objectives.rewrite import ends_in_softmax
 from litesweep.objectives.settings import FineTuneSettings
 from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
 
@@ -69,6 +69,7 @@ class FineTuner:
         self._x = data.x_train[: settings.max_train_samples]
         teacher_outputs = base_model.predict(self._x, batch_size=512, verbose=0)  # logits, or probabilities (softmax)
         targets = distill.pack_targets(data.y_train[: settings.max_train_samples], teacher_outputs, data.num_classes)
+        self._probabilities = are_probabilities(teacher_outputs)  # a softmax output: distilled on its log
         # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
         self._batches = (tf.data.Dataset.from_tensor_slices((self._x, targets))
                          .shuffle(len(self._x), seed=0, reshuffle_each_iteration=True)
@@ -101,7 +102,7 @@ class FineTuner:
         with timed(timings, "prepare"):
             model = fresh_copy(self.base_model)
             loss = distill.distillation_loss(self.data.num_classes, policy.distill.temperature, policy.distill.weight,
-                                             probabilities=ends_in_softmax(self.base_model))
+                                             probabilities=self._probabilities)
         sparse, structured = policy.sparse_layers, policy.structured_layers
         clusters = policy.clustered_layers
         bits = policy.quantized_layers if policy.method == "qat" else {}

@@ -118,7 +118,8 @@ def model_card(study: str, picked: Candidate, reference: Mapping[str, float], ot
         reproduce = ["The base model and data come from litesweep's defaults with these overrides:", "", "```text",
                      " ".join(shlex.quote(o) for o in overrides) or "(none)", "```", "",
                      f"`litesweep.objectives.presets.convert_preset(base_model, '{picked.preset}', calibration)` converts "
-                     "that base model into this file; there is no policy for `litesweep-apply` to rebuild; the study "
+                     "that base model (in its compressible form, `litesweep.objectives.rewrite.compressible_form`: the "
+                     "same outputs) into this file; there is no policy for `litesweep-apply` to rebuild; the study "
                      "measured it once, as every new study does (`study.presets=true`)."]
     else:
         assert policy is not None

@@ -14,13 +14,12 @@ from omegaconf import MISSING
 from litesweep.objectives.errors import ConfigError
 from litesweep.objectives.policy import (
     ACTIVATION_BITS,
-    FLOAT16_BITS,
     METHODS,
+    POST_TRAINING_ONLY_BITS,
     PTQ_MODES,
     QAT_ACTIVATION_BITS,
     QAT_WEIGHT_BITS,
     STRUCTURES,
-    SUPPORTED_WEIGHT_BITS,
     TECHNIQUES,
     check_bits,
     check_choice,
@@ -139,9 +138,8 @@ def validate_space(space: Any) -> None:
     if space.method == "qat":
         for key, node in layers:
             for bits in node.get("bits") or []:
-                if bits in SUPPORTED_WEIGHT_BITS and bits not in QAT_WEIGHT_BITS:
-                    why = "float16" if bits == FLOAT16_BITS else "QAT stores 2-bit weights as INT4: 4-bit size, 2-bit accuracy"
-                    raise ConfigError(f"{key}.bits entry = {bits} ({why}) needs space.method ptq or mixed; "
+                if bits in POST_TRAINING_ONLY_BITS:
+                    raise ConfigError(f"{key}.bits entry = {bits} ({POST_TRAINING_ONLY_BITS[bits]}) needs space.method ptq or mixed; "
                                       f"accepted with qat: {list(QAT_WEIGHT_BITS)}")
             if 16 in (node.get("act_bits") or []):
                 raise ConfigError(f"{key}.act_bits entry = 16 (16x8) needs space.method ptq or mixed; "

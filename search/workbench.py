@@ -31,9 +31,10 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
     Returns:
         The workbench and a description of the base model's training (``fingerprint`` among it).
     """
+    from litesweep.objectives.architectures import build_cnn
     from litesweep.objectives.data import load_dataset
     from litesweep.objectives.inventory import compressible_layers, left_float
-    from litesweep.objectives.models import build_cnn, cache_key, train_or_load
+    from litesweep.objectives.models import cache_key, train_or_load
     from litesweep.objectives.pipeline import Workbench
     from litesweep.objectives.rewrite import compressible_form
     from litesweep.objectives.settings import CnnSpec, FineTuneSettings, LatencyProtocol, Source
@@ -65,8 +66,9 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
         model, rewrites = compressible_form(model, probe)
     if rewrites:
-        log.info("BatchNormalization folded into %d layers, %d frozen; %d separable convolutions split (outputs within %.1e)",
-                 len(rewrites.folded), len(rewrites.frozen), len(rewrites.split), rewrites.max_difference)
+        log.info("nested models inlined: %s; BatchNormalization folded into %d layers, %d frozen; %d separable convolutions split "
+                 "(outputs within %.1e)", rewrites.inlined or "none", len(rewrites.folded), len(rewrites.frozen), len(rewrites.split),
+                 rewrites.max_difference)
     training.update(fingerprint=fingerprint, unsupported_layers=left_float(model), folded_batch_norm=len(rewrites.folded),
                     split_separable=len(rewrites.split))
     if training["unsupported_layers"]:

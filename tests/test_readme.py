@@ -52,7 +52,8 @@ def own_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
     from sklearn.datasets import load_digits
 
-    from litesweep.objectives.models import CnnSpec, build_cnn
+    from litesweep.objectives.architectures import build_cnn
+    from litesweep.objectives.settings import CnnSpec
 
     bunch = load_digits()
     images = (bunch.images * 15).astype("uint8")[..., None]  # 0..16 -> 0..240, (N, 8, 8, 1)

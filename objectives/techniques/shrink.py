@@ -8,7 +8,7 @@ config; a layer that cannot take a narrower tensor gets a clear ``ModelError``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from litesweep.objectives.compat import keras
@@ -43,7 +43,8 @@ def _functional(model: keras.Model) -> keras.Model:
     """The model as a functional graph (a Sequential model's ``get_config`` lists no inbound nodes)."""
     if isinstance(model, keras.Sequential):
         if not model.inputs:
-            raise ModelError(f"width multipliers need a built model; Sequential model '{model.name}' has no input shape")
+            raise ModelError(f"width multipliers need a built model; Sequential model '{model.name}' has no input shape; "
+                             "accepted: a model built with an Input")
         return keras.Model(model.inputs, model.outputs, name=model.name)
     return model
 
@@ -71,39 +72,27 @@ def _follows(layer: keras.layers.Layer) -> bool:
     return kind in _PASS_THROUGH
 
 
-def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
-    """A student where each layer in ``widths`` keeps that share of its filters/units.
-
-    Layers whose outputs meet at an elementwise merge (``Add`` of a residual block, ...), directly or
-    through pass-through, BatchNormalization or depthwise layers, form one coupled group, since the
-    merge needs equal channels; chained residual blocks make one group, stem included. A group shrinks
-    when any member is in ``widths``: it takes the width of its first member in model order that has
-    one, and all members keep the same filters, the top ones by L1 norm summed over the members'
-    (full teacher) kernels. Concatenations offset their inputs' kept channels. Layers after a narrowed
-    tensor take the matching slices of their weights.
-
-    Raises:
-        ConfigError: a layer in ``widths`` is missing or takes no width (``inventory.SUPPORTED_LAYERS``),
-            or its width would narrow the model's output.
-        ModelError: a layer cannot pass a narrower tensor through, is shared, or a merge would get inputs
-            with different channels (e.g. a ``Concatenate`` or the model input feeding a residual ``Add``).
-    """
-    if not widths:
-        return model
-    require(model, "width", widths)
+def _graph(model: keras.Model) -> tuple[keras.Model, dict[str, Any], dict[str, list[str]], dict[str, keras.layers.Layer]]:
+    """The functional graph, its config, each layer's input layer names and each layer, in topological order."""
     graph = _functional(model)
     try:
         config = graph.get_config()
     except NotImplementedError as error:
-        raise ModelError(f"width multipliers need a Sequential or Functional model; '{model.name}' is subclassed") from error
+        raise ModelError(f"width multipliers need a Sequential or Functional model; '{model.name}' is subclassed; "
+                         "accepted: a Sequential or Functional model") from error
     inputs: dict[str, list[str]] = {}
     for spec in config["layers"]:
         if len(spec["inbound_nodes"]) > 1:
-            raise ModelError(f"width multipliers need non-shared layers; layer '{spec['name']}' is called several times")
+            raise ModelError(f"width multipliers need non-shared layers; layer '{spec['name']}' is called several times; "
+                             "accepted: a model whose layers are each called once")
         inputs[spec["name"]] = _inbound(spec["inbound_nodes"])
     layer_of = {spec["name"]: graph.get_layer(spec["name"]) for spec in config["layers"]}  # topological: listed by depth
+    return graph, config, inputs, layer_of
 
-    # Couple the producers whose outputs meet at a merge (union-find over producer names).
+
+def _coupled(inputs: Mapping[str, list[str]], layer_of: Mapping[str, keras.layers.Layer]
+             ) -> tuple[dict[str, list[str]], dict[str, str | None], Callable[[str], str]]:
+    """Groups of producers whose outputs meet at a merge (union-find), keyed by root; each layer's source producer."""
     parent: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -129,6 +118,31 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
     members: dict[str, list[str]] = {}
     for name in parent:
         members.setdefault(find(name), []).append(name)
+    return members, source, find
+
+
+def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
+    """A student where each layer in ``widths`` keeps that share of its filters/units.
+
+    Layers whose outputs meet at an elementwise merge (``Add`` of a residual block, ...), directly or
+    through pass-through, BatchNormalization or depthwise layers, form one coupled group, since the
+    merge needs equal channels; chained residual blocks make one group, stem included. A group shrinks
+    when any member is in ``widths``: it takes the width of its first member in model order that has
+    one, and all members keep the same filters, the top ones by L1 norm summed over the members'
+    (full teacher) kernels. Concatenations offset their inputs' kept channels. Layers after a narrowed
+    tensor take the matching slices of their weights.
+
+    Raises:
+        ConfigError: a layer in ``widths`` is missing or takes no width (``inventory.SUPPORTED_LAYERS``),
+            or its width would narrow the model's output.
+        ModelError: a layer cannot pass a narrower tensor through, is shared, or a merge would get inputs
+            with different channels (e.g. a ``Concatenate`` or the model input feeding a residual ``Add``).
+    """
+    if not widths:
+        return model
+    require(model, "width", widths)
+    graph, config, inputs, layer_of = _graph(model)
+    members, source, find = _coupled(inputs, layer_of)
     outputs = {find(s): out for out in graph.output_names if (s := source.get(out)) is not None}
 
     chosen: dict[str, np.ndarray] = {}  # producer -> kept output filters
@@ -139,7 +153,8 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
         kernels = [layer_of[n].get_weights()[0] for n in names]
         totals = {kernel.shape[-1] for kernel in kernels}
         if len(totals) > 1:
-            raise ModelError(f"layers {names} meet at a merge but have different filter counts {sorted(totals)}")
+            raise ModelError(f"layers {names} meet at a merge but have different filter counts {sorted(totals)}; "
+                             "accepted: merged layers with equal filter counts")
         total = totals.pop()
         keep = keep_count(total, widths[asked])
         if keep >= total:
@@ -161,7 +176,7 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
         if kind in _PRODUCERS:
             out = kept[name] = chosen.get(name)
             if (now is not None or out is not None) and getattr(layer, "groups", 1) != 1:
-                raise ModelError(f"width multipliers cannot narrow grouped convolution '{name}'")
+                raise ModelError(f"width multipliers cannot narrow grouped convolution '{name}'; accepted: groups=1")
             kernel = weights[0] if now is None else np.take(weights[0], now, axis=-2)
             if out is not None:
                 kernel = kernel[..., out]
@@ -172,13 +187,14 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
         elif kind in _MERGES:
             if now is None or any(k is None or not np.array_equal(k, now) for k in ins):
                 raise ModelError(f"width multipliers cannot narrow the inputs of merge layer '{name}' ({kind.__name__}) alike: "
-                                 f"inputs {inputs[name]} keep different channels")
+                                 f"inputs {inputs[name]} keep different channels; accepted: merges of layers narrowed together")
         elif kind is L.Concatenate and layer.axis in (-1, len(layer.output_shape) - 1):
             counts = [shape[-1] for shape in layer.input_shape]
             offsets = np.cumsum([0, *counts[:-1]])
             kept[name] = np.concatenate([(np.arange(c) if k is None else k) + o for k, c, o in zip(ins, counts, offsets, strict=True)])
         elif now is None or not _follows(layer):
-            raise ModelError(f"width multipliers cannot pass a narrower tensor through layer '{name}' ({kind.__name__})")
+            raise ModelError(f"width multipliers cannot pass a narrower tensor through layer '{name}' ({kind.__name__}); "
+                             "accepted: convolutions, Dense, BatchNormalization, pooling, activations, merges, Flatten")
         elif kind is L.DepthwiseConv2D:
             weights = [np.take(weights[0], now, axis=2), *[w[now] for w in weights[1:]]]
         elif kind is L.BatchNormalization:
@@ -189,7 +205,8 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
         new_weights[name] = weights
     for out in graph.output_names:
         if kept[out] is not None:
-            raise ConfigError(f"the widths {dict(widths)} would narrow the model output '{out}', which keeps all its units")
+            raise ConfigError(f"the widths {dict(widths)} would narrow the model output '{out}', which keeps all its units; "
+                              "accepted: width 1.0 for the layers feeding it")
 
     for spec in config["layers"]:
         spec.pop("build_config", None)  # built for the teacher's shapes; the student's layers build on first call
@@ -201,10 +218,15 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
 
 
 def narrowable(model: keras.Model, candidates: list[str]) -> list[str]:
-    """Those of ``candidates`` a width multiplier can narrow in this model: all of them when a student with
-    every candidate at half width builds, else none (a layer on the way cannot take fewer channels)."""
+    """Those of ``candidates`` whose width the search should sample: one per coupled group (its first member,
+    whose width the group takes; a group with a member outside ``candidates`` keeps its width), when a student
+    with each of them at half width builds; else none (a layer on the way cannot take fewer channels)."""
     try:
-        shrink(model, dict.fromkeys(candidates, 0.5))
+        _, _, inputs, layer_of = _graph(model)
+        members, _, _ = _coupled(inputs, layer_of)
+        # A group holding a layer that keeps its width (the output layer) keeps it whole.
+        leaders = [names[0] for names in members.values() if all(n in candidates for n in names)]
+        shrink(model, dict.fromkeys(leaders, 0.5))
     except (ModelError, ConfigError):
         return []
-    return list(candidates)
+    return [name for name in candidates if name in leaders]

@@ -31,7 +31,9 @@ def test_json_round_trip_keeps_every_setting() -> None:
     ("policy", "fragment"),
     [
         (lambda: _policy(bits=3), "bits of layer 'conv1' = 3"),
-        (lambda: _policy(bits=16), "bits of layer 'conv1' = 16 needs method ptq or mixed"),
+        (lambda: _policy(bits=16), "bits of layer 'conv1' = 16 (float16) needs method ptq or mixed"),
+        (lambda: _policy(bits=2), "bits of layer 'conv1' = 2 (QAT stores 2-bit weights as INT4: 4-bit size, "
+                                     "2-bit accuracy) needs method ptq"),
         (lambda: _policy(bits=12), "accepted bit widths: [2, 4, 8, 16, 32]"),
         (lambda: _policy(clusters=1), "clusters of layer 'conv1' = 1 is not accepted; accepted: 0 (no clustering) or an integer >= 2"),
         (lambda: _policy(structure="4:8"), "structure of layer 'conv1' = '4:8' is not supported"),

@@ -18,10 +18,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from litesweep.objectives import tflite_file
+from litesweep.objectives.architectures import build_cnn
 from litesweep.objectives.data import load_dataset
 from litesweep.objectives.inventory import compressible_layers, left_float
 from litesweep.objectives.measure import predict
-from litesweep.objectives.models import build_cnn
 from litesweep.objectives.pipeline import FineTuneSettings, LatencyProtocol, Workbench
 from litesweep.objectives.policy import DistillPolicy, LayerPolicy, Policy
 from litesweep.objectives.rewrite import compressible_form
@@ -176,31 +176,36 @@ def _xception_style() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
 
 
-def _randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
+def _randomise_batch_norm(layers: list[keras.layers.Layer], rng: np.random.Generator) -> None:
     """Statistics far from the initial ones, so a wrong fold would show in the outputs."""
-    for layer in model.layers:
+    for layer in layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, variance.shape)])
 
 
-@pytest.mark.parametrize("architecture", ["mobilenet_v2", "resnet8", "xception_style"])
+@pytest.mark.parametrize("architecture", ["mobilenet_v2", "resnet8", "xception_style", "backbone_in_sequential"])
 def test_real_architectures_are_rewritten_exactly_and_leave_no_weight_float(architecture: str) -> None:
     if architecture == "mobilenet_v2":
         model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10)
+    elif architecture == "backbone_in_sequential":  # transfer learning: a pretrained backbone under a new head
+        backbone = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), include_top=False)
+        model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
     elif architecture == "resnet8":
         spec = CnnSpec(conv_filters=(16, 32, 64), dense_units=(), residual=True, batch_norm=True)
         model = build_cnn(spec, (32, 32, 3), 10)
     else:
         model = _xception_style()
     rng = np.random.default_rng(0)
-    _randomise_batch_norm(model, rng)
-    batch_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    flat = [inner for layer in model.layers for inner in (layer.layers if isinstance(layer, keras.Model) else [layer])]
+    _randomise_batch_norm(flat, rng)
+    batch_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in flat)
     rewritten, rewrites = compressible_form(model, rng.uniform(0, 1, (16, 32, 32, 3)).astype("float32"))
-    assert left_float(model) if batch_norms else True  # before: BN layers (and separable ones) held weights no technique took
+    assert left_float(model)  # before: BN layers (and separable ones) held weights no technique took
     assert left_float(rewritten) == []
     assert len(rewrites.folded) == batch_norms and rewrites.frozen == []
+    assert len(rewrites.inlined) == (architecture == "backbone_in_sequential")
     assert rewrites.max_difference <= 1e-5
     kernel_params = sum(info.kernel_params for info in compressible_layers(rewritten))
     biases = sum(int(np.prod(w.shape)) for layer in rewritten.layers for w in layer.weights if "bias" in w.name)

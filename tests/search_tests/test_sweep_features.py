@@ -123,7 +123,9 @@ def test_hopeless_trials_are_pruned_in_both_stores_and_not_converted(tmp_path: P
     client = MlflowClient(result.tracking_uri)
     for r in _runs(result, "trial"):
         assert r.info.status == "KILLED" and r.data.tags["litesweep.state"] == "PRUNED"
-        assert f"below the floor {result.reference['accuracy']:.4f}" in r.data.tags["litesweep.note"]
+        # The floor is the float model's validation accuracy (x 1.0), as Keras scores it: the file's within a sample.
+        floor = float(r.data.tags["litesweep.note"].split("below the floor ")[1].split()[0].rstrip(";,."))
+        assert floor == pytest.approx(result.reference["accuracy"], abs=1.5 / 270)
         assert "model.tflite" not in {a.path for a in client.list_artifacts(r.info.run_id)}
     # The command stood in for the device: the float reference's latency came from it.
     assert result.reference["latency_ms"] == pytest.approx(1.2345)
