@@ -26,11 +26,38 @@ def _quantize_config(layer: keras.layers.Layer, weight_bits: int) -> Any:  # a T
     return registry.get_quantize_config(layer)
 
 
+class _WeightsOnly(tfmot.quantization.keras.QuantizeConfig):
+    """A kernel layer's config with its weight quantizer only: its output is quantized after the ReLU that follows."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.weight_quantizer = config.weight_quantizer
+
+    def get_weights_and_quantizers(self, layer: keras.layers.Layer) -> list:
+        return self.config.get_weights_and_quantizers(layer)
+
+    def set_quantize_weights(self, layer: keras.layers.Layer, quantize_weights: list) -> None:
+        self.config.set_quantize_weights(layer, quantize_weights)
+
+    def get_activations_and_quantizers(self, layer: keras.layers.Layer) -> list:
+        return []
+
+    def set_quantize_activations(self, layer: keras.layers.Layer, quantize_activations: list) -> None:
+        pass
+
+    def get_output_quantizers(self, layer: keras.layers.Layer) -> list:
+        return []
+
+    def get_config(self) -> dict:
+        return {}
+
+
 class _KeepKernelConfigs(nbit_layout.DefaultNBitQuantizeLayoutTransform):
-    """TF-MOT's n-bit layout transforms, except that each annotated kernel layer keeps its own config.
+    """TF-MOT's n-bit layout transforms, except that each annotated kernel layer keeps its weight quantizer.
 
     TF-MOT 0.8.1's ``LayerReLUQuantize`` gives a Conv2D/Dense followed by a ReLU layer (ResNet and
-    MobileNet blocks) a no-op config, which would leave its weights float.
+    MobileNet blocks) a no-op config, so that no fake-quant sits between the layer and its ReLU; it would
+    also leave the weights float. Such a layer keeps its weight quantizer and nothing else.
     """
 
     def __init__(self, configs: Mapping[str, Any]) -> None:
@@ -40,7 +67,8 @@ class _KeepKernelConfigs(nbit_layout.DefaultNBitQuantizeLayoutTransform):
     def apply(self, model: keras.Model, layer_quantize_map: dict) -> tuple[keras.Model, dict]:
         transformed, quantize_map = super().apply(model, layer_quantize_map)
         for name, config in self._configs.items():
-            quantize_map.setdefault(name, {})["quantize_config"] = config
+            decided = quantize_map.setdefault(name, {}).get("quantize_config")
+            quantize_map[name]["quantize_config"] = _WeightsOnly(config) if type(decided).__name__ == "NoOpQuantizeConfig" else config
         return transformed, quantize_map
 
 
