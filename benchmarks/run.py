@@ -555,7 +555,31 @@ def picking_figures(out: Path, name: str, tested: dict[str, Any] | None) -> dict
         "reference_without_test": "test_accuracy" not in reference,
     }
     return {"study": name, "front_size": len(front), "complete_trials": len(every), "optimism": optimism,
-            "confirmed_latency_ms": confirmed, "missing": missing}
+            "confirmed_latency_ms": confirmed, "missing": missing, "targets_on_test": targets_on_test(front, presets)}
+
+
+def targets_on_test(front: dict[int, dict[str, float]], presets: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The issue's target figures, among front trials within ``DROP_BUDGET`` points of **test** drop (chosen
+    on validation by the search; test only filters what is reported): the smallest vs ``full_int8``, the
+    fastest (confirmed latency) vs the fastest preset, and which presets a front trial dominates or ties."""
+    within = {n: m for n, m in front.items() if m.get("test_accuracy_drop", float("inf")) <= DROP_BUDGET}
+    figures: dict[str, Any] = {"front_trials_within_test_budget": sorted(within)}
+    int8 = presets.get(PRESET_FULL_INT8)
+    if within and int8:
+        n = min(within, key=lambda k: within[k]["size_bytes"])
+        figures["smallest"] = {"trial": n, "size_bytes": within[n]["size_bytes"], "test_accuracy_drop": within[n]["test_accuracy_drop"],
+                               "size_vs_full_int8": round(int8["size_bytes"] / within[n]["size_bytes"], 2)}
+    timed = {n: m for n, m in within.items() if CONFIRMED in m}
+    timed_presets = {p: m for p, m in presets.items() if CONFIRMED in m}
+    if timed and timed_presets:
+        n = min(timed, key=lambda k: timed[k][CONFIRMED])
+        preset = min(timed_presets, key=lambda p: timed_presets[p][CONFIRMED])
+        figures["fastest"] = {"trial": n, CONFIRMED: timed[n][CONFIRMED], "fastest_preset": preset,
+                              "speed_vs_fastest_preset": round(timed_presets[preset][CONFIRMED] / timed[n][CONFIRMED], 2),
+                              "verdict": _verdict(timed[n], timed_presets[preset])}
+    figures["presets_dominated_or_tied"] = {
+        p: [n for n, m in front.items() if pareto.dominates_or_equals(m, v, OBJECTIVES)] for p, v in presets.items()}
+    return figures
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -741,7 +765,19 @@ def render_picking(p: dict[str, Any] | None) -> list[str]:
         return []
     o, c = p["optimism"], p["confirmed_latency_ms"]
     ref = o["reference"]
-    lines = ["## Numbers you can pick by", "",
+    t = p.get("targets_on_test") or {}
+    lines = ["## Targets (front trials within 1 point of test drop)", ""]
+    if t.get("smallest"):
+        lines.append(f"- smallest: trial {t['smallest']['trial']}, {t['smallest']['size_bytes']:,.0f} B, test drop "
+                     f"{t['smallest']['test_accuracy_drop']:.2f}: **{t['smallest']['size_vs_full_int8']}x** smaller than full_int8")
+    if t.get("fastest"):
+        f = t["fastest"]
+        lines.append(f"- fastest: trial {f['trial']}, {f[CONFIRMED]:.4f} ms confirmed: **{f['speed_vs_fastest_preset']}x** the speed "
+                     f"of the fastest preset ({f['fastest_preset']}); side by side: {f['verdict']}")
+    if "presets_dominated_or_tied" in t:
+        lines.append("- presets dominated or tied within noise (accuracy, size, confirmed latency) by a front trial: "
+                     + ", ".join(f"{k}: {v[:5] or 'no'}" for k, v in t["presets_dominated_or_tied"].items()))
+    lines += ["", "## Numbers you can pick by", "",
              f"Study `{p['study']}`: {p['complete_trials']} COMPLETE trials, {p['front_size']} on the final front. The search "
              "selects on the validation split; the test split is measured only for reporting. Optimism = mean of "
              "(validation score - test score), in points: how much better the numbers that chose a model look than the "
