@@ -160,7 +160,7 @@ def test_the_card_and_its_reproduce_command_carry_the_studys_recorded_settings(s
     out, result = study_dir
     trial = _front(result)[0]
     pick_cfg = compose_quick(out, f"pick.trial={trial.number}", f"pick.output_dir={tmp_path / 'picked'}")
-    assert pick_cfg.finetune.max_train_samples is None  # the pick command's own setting differs from the study's
+    assert pick_cfg.finetune.max_train_samples == 10000  # the pick command's own (default) setting differs from the study's
     chosen = pick(pick_cfg)
     assert (chosen.trial_number, chosen.preset) == (trial.number, None)
     card = (chosen.output_dir / "MODEL_CARD.md").read_text()
