@@ -219,13 +219,15 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
 
 def narrowable(model: keras.Model, candidates: list[str]) -> list[str]:
     """Those of ``candidates`` whose width the search should sample: one per coupled group (its first member,
-    whose width the group takes; a group with a member outside ``candidates`` keeps its width), when a student
+    whose width the group takes; a group feeding the output or with a member outside ``candidates`` keeps its
+    width), when a student
     with each of them at half width builds; else none (a layer on the way cannot take fewer channels)."""
     try:
-        _, _, inputs, layer_of = _graph(model)
-        members, _, _ = _coupled(inputs, layer_of)
-        # A group holding a layer that keeps its width (the output layer) keeps it whole.
-        leaders = [names[0] for names in members.values() if all(n in candidates for n in names)]
+        graph, _, inputs, layer_of = _graph(model)
+        members, source, find = _coupled(inputs, layer_of)
+        feeds_output = {find(s) for out in graph.output_names if (s := source.get(out)) is not None}
+        # A group feeding the output, or holding a layer that keeps its width, keeps it whole.
+        leaders = [names[0] for root, names in members.items() if root not in feeds_output and all(n in candidates for n in names)]
         shrink(model, dict.fromkeys(leaders, 0.5))
     except (ModelError, ConfigError):
         return []

@@ -162,6 +162,18 @@ def test_the_distillation_loss_on_probabilities_equals_the_loss_on_the_logits_th
     np.testing.assert_allclose(on_probabilities.numpy(), on_logits.numpy(), rtol=1e-4)
 
 
+def test_a_model_ending_in_a_softmax_layer_keeps_its_output_dense_full_width_and_narrows_the_rest() -> None:
+    from litesweep.objectives.inventory import output_layer
+    from litesweep.objectives.techniques.shrink import narrowable
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"), keras.layers.Flatten(),
+                              keras.layers.Dense(16, name="hidden"), keras.layers.Dense(10, name="head"), keras.layers.Softmax()])
+    assert output_layer(model) == "head"
+    assert narrowable(model, ["conv", "hidden"]) == ["conv", "hidden"]
+    # Offered the output Dense too, its group (which feeds the output) keeps its width; the others still narrow.
+    assert narrowable(model, ["conv", "hidden", "head"]) == ["conv", "hidden"]
+
+
 def _xception_style() -> keras.Model:
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(16, 3, strides=2, use_bias=False)(inputs)
