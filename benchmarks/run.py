@@ -775,7 +775,7 @@ def render_picking(p: dict[str, Any] | None) -> list[str]:
         lines.append(f"- fastest: trial {f['trial']}, {f[CONFIRMED]:.4f} ms confirmed: **{f['speed_vs_fastest_preset']}x** the speed "
                      f"of the fastest preset ({f['fastest_preset']}); side by side: {f['verdict']}")
     if "presets_dominated_or_tied" in t:
-        lines.append("- presets dominated or tied within noise (accuracy, size, confirmed latency) by a front trial: "
+        lines.append("- presets dominated or tied within noise (validation accuracy, size, confirmed latency) by any front trial: "
                      + ", ".join(f"{k}: {v[:5] or 'no'}" for k, v in t["presets_dominated_or_tied"].items()))
     lines += ["", "## Numbers you can pick by", "",
              f"Study `{p['study']}`: {p['complete_trials']} COMPLETE trials, {p['front_size']} on the final front. The search "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 from litesweep.objectives.compat import keras
@@ -39,13 +40,15 @@ MAX_RELATIVE_DIFFERENCE = 1e-4
 class Rewrites:
     """What ``compressible_form`` changed: ``folded`` BN name -> the layer it went into; ``split``
     separable layers; ``frozen`` BN layers left in place but in inference mode; ``max_difference``
-    between the two models' outputs on the probe inputs, relative to their scale; ``inlined`` nested models."""
+    between the two models' outputs on the probe inputs, relative to their scale; ``inlined`` nested models;
+    ``skipped``: why the rewritten graph could not be rebuilt (the model is then used as it is)."""
 
     folded: dict[str, str] = dataclasses.field(default_factory=dict)
     split: list[str] = dataclasses.field(default_factory=list)
     frozen: list[str] = dataclasses.field(default_factory=list)
     max_difference: float = 0.0
     inlined: list[str] = dataclasses.field(default_factory=list)
+    skipped: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.folded or self.split or self.frozen or self.inlined)
@@ -54,7 +57,8 @@ class Rewrites:
 def compressible_form(model: keras.Model, probe: np.ndarray) -> tuple[keras.Model, Rewrites]:
     """The model with separable convolutions split and BatchNormalization folded (or frozen).
 
-    Returns the model itself when there is nothing to rewrite.
+    Returns the model itself when there is nothing to rewrite, or when the rewritten graph cannot be rebuilt
+    (``Rewrites.skipped`` says why; its BatchNorm and separable layers then stay float).
 
     Raises:
         ModelError: the rewritten model's outputs on ``probe`` differ from the original's by more than
@@ -75,9 +79,12 @@ def compressible_form(model: keras.Model, probe: np.ndarray) -> tuple[keras.Mode
         if entry["class_name"] == "BatchNormalization":
             entry["config"]["trainable"] = False
             frozen.append(entry["name"])
-    rewritten = keras.Model.from_config(config)
-    for layer in rewritten.layers:
-        layer.set_weights(weights[layer.name])
+    try:
+        rewritten = keras.Model.from_config(config)
+        for layer in rewritten.layers:
+            layer.set_weights(weights[layer.name])
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the model as it was, said why
+        return model, Rewrites(skipped=f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
     difference = _relative_difference(model, rewritten, probe)
     if difference > MAX_RELATIVE_DIFFERENCE:
         raise ModelError(f"rewriting the model (folding {sorted(folded)}, splitting {split}) changed its outputs by "
@@ -108,14 +115,12 @@ def _inline_nested(config: dict[str, Any], weights: dict[str, list[np.ndarray]],
         if taken & {e["name"] for e in body} or len(inner["input_layers"]) != len(entry["inbound_nodes"][0]):
             continue
         fed_by = {ref[0]: outer[:3] for ref, outer in zip(inner["input_layers"], entry["inbound_nodes"][0], strict=True)}
-        for e in body:
-            for node in e["inbound_nodes"]:
-                for ref in node:
-                    if ref[0] in fed_by:
-                        ref[:3] = fed_by[ref[0]]
+        for ref in _refs([e["inbound_nodes"] for e in body]):
+            if ref[0] in fed_by:
+                ref[:3] = fed_by[ref[0]]
         position = config["layers"].index(entry)
         config["layers"][position:position + 1] = body
-        for ref in [*(r for e in config["layers"] for node in e["inbound_nodes"] for r in node), *config["output_layers"]]:
+        for ref in _all_refs(config):
             if ref[0] == entry["name"]:
                 ref[:3] = inner["output_layers"][ref[2]][:3]
         for layer in inner_graph.layers:
@@ -134,17 +139,32 @@ def _relative_difference(original: keras.Model, rewritten: keras.Model, probe: n
     return float(np.max(np.abs(expected - got)) / max(float(np.max(np.abs(expected))), 1e-6))
 
 
+def _refs(value: Any) -> Iterator[list[Any]]:
+    """Every ``[layer, node, tensor, ...]`` reference in an ``inbound_nodes`` value, positional or passed as a
+    keyword (``a + b`` in Keras 2 is a TFOpLambda whose second input is ``{'y': [b, 0, 0]}``), as mutable lists."""
+    if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
+        yield value
+        yield from _refs(value[3:])
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _refs(item)
+
+
+def _all_refs(config: dict[str, Any]) -> Iterator[list[Any]]:
+    for entry in config["layers"]:
+        yield from _refs(entry["inbound_nodes"])
+    yield from _refs(config["output_layers"])
+
+
 def _inbound_names(entry: dict[str, Any]) -> list[str]:
-    return [ref[0] for node in entry["inbound_nodes"] for ref in node]
+    return [ref[0] for ref in _refs(entry["inbound_nodes"])]
 
 
 def _rename_references(config: dict[str, Any], old: str, new: str) -> None:
-    for entry in config["layers"]:
-        for node in entry["inbound_nodes"]:
-            for ref in node:
-                if ref[0] == old:
-                    ref[0] = new
-    for ref in config["output_layers"]:
+    for ref in _all_refs(config):
         if ref[0] == old:
             ref[0] = new
 
@@ -187,17 +207,14 @@ def _fold_batch_norm(config: dict[str, Any], weights: dict[str, list[np.ndarray]
                      layers: dict[str, keras.layers.Layer]) -> dict[str, str]:
     by_name = {entry["name"]: entry for entry in config["layers"]}
     consumers: dict[str, int] = {}
-    for entry in config["layers"]:
-        for name in _inbound_names(entry):
-            consumers[name] = consumers.get(name, 0) + 1
-    for ref in config["output_layers"]:
+    for ref in _all_refs(config):
         consumers[ref[0]] = consumers.get(ref[0], 0) + 1
     folded: dict[str, str] = {}
     for entry in list(config["layers"]):
         if entry["class_name"] != "BatchNormalization" or len(entry["inbound_nodes"]) != 1:
             continue
-        sources = _inbound_names(entry)
-        source = sources[0] if len(sources) == 1 else ""
+        sources = [ref[0] for ref in entry["inbound_nodes"][0]]  # positional inputs only
+        source = sources[0] if len(sources) == 1 and len(_inbound_names(entry)) == 1 else ""
         producer = by_name.get(source)
         batch_norm = layers[entry["name"]]
         on_channels = list(batch_norm.axis) == [len(batch_norm.input_shape) - 1]  # channels last, as the kernel's last axis

@@ -68,14 +68,14 @@ class SpaceConfig:
 
     name: str = MISSING
     method: str = "qat"
-    techniques: list[str] = dataclasses.field(default_factory=lambda: ["quantize", "prune", "distill"])
+    techniques: list[str] = dataclasses.field(default_factory=lambda: ["quantize", "prune", "distill", "width"])
     bits: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 32])
     act_bits: list[int] = dataclasses.field(default_factory=lambda: [8])
     ptq_modes: list[str] = dataclasses.field(default_factory=lambda: ["dynamic"])
     sparsity: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(0.0, 0.9, 0.05))
     structures: list[str] = dataclasses.field(default_factory=lambda: ["unstructured"])
     clusters: list[int] = dataclasses.field(default_factory=lambda: [0])
-    width: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(1.0, 1.0))
+    width: RangeConfig = dataclasses.field(default_factory=lambda: RangeConfig(0.5, 1.0, 0.25))
     distill: DistillSpaceConfig = dataclasses.field(default_factory=DistillSpaceConfig)
     # group name -> regular expression over layer names; a group shares one set of parameters.
     groups: Any = None

@@ -182,7 +182,7 @@ class Sweep:
                 if narrow and params == self.space.twin_params(presets[0]):
                     continue  # no layer narrows
                 enqueued.append(f"{NARROW_TWIN_PREFIX if narrow else ''}{','.join(presets)}")
-                self.study.enqueue_trial(params, user_attrs={TWIN_ATTR: enqueued[-1]})
+                self.study.enqueue_trial(params, user_attrs={TWIN_ATTR: enqueued[-1]}, skip_if_exists=True)
         log.info("enqueued %d preset twin(s): %s", len(enqueued), enqueued)
 
     def runner(self) -> TrialRunner:

@@ -65,6 +65,9 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         model, training = train_or_load(spec, data, Path(cfg.paths.cache_dir))
         log.info("base model %s (%s, %d epochs)", training["cache_key"], "cached" if training["cached"] else "trained", training["epochs"])
         model, rewrites = compressible_form(model, probe)
+    if rewrites.skipped:
+        log.warning("the model could not be rewritten into its compressible form (%s); its BatchNormalization and "
+                    "separable layers stay float", rewrites.skipped)
     if rewrites:
         log.info("nested models inlined: %s; BatchNormalization folded into %d layers, %d frozen; %d separable convolutions split "
                  "(outputs within %.1e)", rewrites.inlined or "none", len(rewrites.folded), len(rewrites.frozen), len(rewrites.split),

@@ -220,15 +220,25 @@ def shrink(model: keras.Model, widths: Mapping[str, float]) -> keras.Model:
 def narrowable(model: keras.Model, candidates: list[str]) -> list[str]:
     """Those of ``candidates`` whose width the search should sample: one per coupled group (its first member,
     whose width the group takes; a group feeding the output or with a member outside ``candidates`` keeps its
-    width), when a student
-    with each of them at half width builds; else none (a layer on the way cannot take fewer channels)."""
+    width), whose student at half width builds (a layer on the way may not take fewer channels)."""
     try:
         graph, _, inputs, layer_of = _graph(model)
         members, source, find = _coupled(inputs, layer_of)
         feeds_output = {find(s) for out in graph.output_names if (s := source.get(out)) is not None}
         # A group feeding the output, or holding a layer that keeps its width, keeps it whole.
         leaders = [names[0] for root, names in members.items() if root not in feeds_output and all(n in candidates for n in names)]
-        shrink(model, dict.fromkeys(leaders, 0.5))
     except (ModelError, ConfigError):
         return []
+    try:
+        shrink(model, dict.fromkeys(leaders, 0.5))
+    except (ModelError, ConfigError):  # some group cannot narrow: keep the ones that can, one by one
+        leaders = [name for name in leaders if _narrows(model, name)]
     return [name for name in candidates if name in leaders]
+
+
+def _narrows(model: keras.Model, name: str) -> bool:
+    try:
+        shrink(model, {name: 0.5})
+    except (ModelError, ConfigError):
+        return False
+    return True

@@ -197,13 +197,24 @@ def _randomise_batch_norm(layers: list[keras.layers.Layer], rng: np.random.Gener
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, variance.shape)])
 
 
-@pytest.mark.parametrize("architecture", ["mobilenet_v2", "resnet8", "xception_style", "backbone_in_sequential"])
+def _residual_as_operator() -> keras.Model:
+    """A residual written ``a + b``: Keras 2 saves it as a TFOpLambda whose second input is a keyword argument."""
+    inputs = keras.Input((32, 32, 3))
+    a = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)))
+    b = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(a))
+    x = keras.layers.GlobalAveragePooling2D()(a + b)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+@pytest.mark.parametrize("architecture", ["mobilenet_v2", "resnet8", "xception_style", "backbone_in_sequential", "residual_as_operator"])
 def test_real_architectures_are_rewritten_exactly_and_leave_no_weight_float(architecture: str) -> None:
     if architecture == "mobilenet_v2":
         model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10)
     elif architecture == "backbone_in_sequential":  # transfer learning: a pretrained backbone under a new head
         backbone = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), include_top=False)
         model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    elif architecture == "residual_as_operator":
+        model = _residual_as_operator()
     elif architecture == "resnet8":
         spec = CnnSpec(conv_filters=(16, 32, 64), dense_units=(), residual=True, batch_norm=True)
         model = build_cnn(spec, (32, 32, 3), 10)
