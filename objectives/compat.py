@@ -16,10 +16,11 @@ import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from litesweep.objectives.quiet import native_noise_filtered, verbose
+
 # Every QAT conversion warns that input statistics are missing; QAT models carry their own ranges.
 warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if os.environ["TF_USE_LEGACY_KERAS"] != "1":  # pragma: no cover - defensive
     raise ImportError("litesweep needs TF_USE_LEGACY_KERAS=1 (TF-MOT works with Keras 2 only)")
@@ -69,8 +70,12 @@ def __getattr__(name: str) -> ModuleType:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     global _tensorflow_ready
     if name not in _WITHOUT_TENSORFLOW and not _tensorflow_ready:
-        # TensorFlow first, then the libraries built on it: its logger is quietened once.
-        importlib.import_module("tensorflow").get_logger().setLevel("ERROR")
+        # TensorFlow first, then the libraries built on it: its loggers are quietened once (verbose: all shown).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
+        with native_noise_filtered():  # its load and first device listing print the CUDA probe past any log level
+            tf = importlib.import_module("tensorflow")
+            tf.config.list_physical_devices()
+        tf.get_logger().setLevel("INFO" if verbose() else "ERROR")
         _tensorflow_ready = True
     module = importlib.import_module(_MODULES[name])
     globals()[name] = module

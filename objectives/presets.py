@@ -13,6 +13,7 @@ from litesweep.objectives.compat import keras, tf
 import numpy as np
 
 from litesweep.objectives.policy import FLOAT16_BITS, LayerPolicy
+from litesweep.objectives.quiet import native_noise_filtered
 
 PRESETS: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8", "int16x8")
 #: What each preset does to every compressible layer, as a policy (``None``: left float32).
@@ -58,4 +59,7 @@ def convert_preset(model: keras.Model, preset: str, calibration: np.ndarray) -> 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     else:
         raise ValueError(f"unknown preset {preset!r}; accepted: {list(PRESETS)}")
-    return converter.convert()
+    if converter.representative_dataset is None:
+        return converter.convert()
+    with native_noise_filtered():  # the calibrated quantizer prints "fully_quantize: ..." to stderr (llvm::dbgs())
+        return converter.convert()

@@ -12,6 +12,8 @@ from litesweep.objectives.compat import litert
 
 import numpy as np
 
+from litesweep.objectives.quiet import native_noise_filtered
+
 DELEGATE_DEFAULT = "xnnpack"
 DELEGATE_BUILTIN = "builtin"
 _RESOLVERS = {
@@ -19,8 +21,20 @@ _RESOLVERS = {
     DELEGATE_BUILTIN: litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
 }
 EVAL_BATCH = 256
+_delegate_announced = False  # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" at a process's first allocation
 #: Longest error text ``default_runtime_error`` returns.
 MAX_ERROR_CHARS = 300
+
+
+def _allocate(interpreter: litert.Interpreter) -> None:
+    """``allocate_tensors``; the first time in this process, with LiteRT's once-per-process INFO line filtered."""
+    global _delegate_announced
+    if _delegate_announced:
+        interpreter.allocate_tensors()
+        return
+    with native_noise_filtered():
+        interpreter.allocate_tensors()
+    _delegate_announced = True
 
 
 def _interpreter(tflite: bytes, delegate: str, threads: int, batch: int | None) -> litert.Interpreter:
@@ -29,7 +43,7 @@ def _interpreter(tflite: bytes, delegate: str, threads: int, batch: int | None) 
     if batch is not None:
         detail = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-    interpreter.allocate_tensors()
+    _allocate(interpreter)
     return interpreter
 
 
@@ -56,7 +70,7 @@ def default_runtime_error(tflite: bytes) -> str | None:
     """
     try:
         interpreter = litert.Interpreter(model_content=tflite)
-        interpreter.allocate_tensors()
+        _allocate(interpreter)
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()

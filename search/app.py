@@ -6,11 +6,11 @@ the front. Nothing heavy (TensorFlow, MLflow, Optuna) is imported before the che
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from litesweep.search import console
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
 from litesweep.search.preflight import check_output_dir, check_storage, check_tracking, mask
@@ -41,8 +41,8 @@ def run(cfg: DictConfig) -> SweepResult:
         log.warning("the validation split has %d examples (fewer than %d): trials are selected on it, so the front will be "
                     "noisy; raise data.val_fraction or give more data", len(sweep.bench.data.y_val), MIN_VAL_SAMPLES)
     parent_id, resumed = sweep.open_parent_run()
-    log.info("study '%s' %s: %d/%d trials finished; parent run %s", sweep.study.study_name,
-             "resumed" if resumed else "created", count_finished(sweep.study), cfg.study.n_trials, parent_id)
+    print(console.start_line(cfg, sweep, resumed, count_finished(sweep.study)), flush=True)
+    log.info("study '%s': parent run %s", sweep.study.study_name, parent_id)
     status = "FAILED"
     bar = None
     try:
@@ -52,12 +52,12 @@ def run(cfg: DictConfig) -> SweepResult:
         stale = recover_stale_trials(sweep.study, sweep.tracker)
         if stale:
             log.warning("trials %s were left RUNNING by a dead worker: marked FAIL (MLflow: KILLED) and retried", stale)
-        bar = _progress_bar(cfg, count_finished(sweep.study))
-        if cfg.study.n_workers > 1:
-            bar.disable = True
-            run_workers(cfg, sweep.space, parent_id)
+        bar = console.progress_bar(cfg, count_finished(sweep.study))
+        if cfg.study.n_workers > 1:  # the workers report nothing per trial: this process's bar follows the study
+            console.with_bar(bar, lambda: run_workers(cfg, sweep.space, parent_id, on_tick=lambda: _on_tick(sweep, bar)))
+            _on_tick(sweep, bar)
         else:
-            sweep.loop(lambda state, finished: _on_trial_end(sweep, bar, state, finished))
+            console.with_bar(bar, lambda: sweep.loop(lambda state, finished: _on_trial_end(sweep, bar, state, finished)))
         result = sweep.finish()
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -71,22 +71,24 @@ def run(cfg: DictConfig) -> SweepResult:
     return result
 
 
-def _progress_bar(cfg: DictConfig, finished: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.study.n_trials, initial=min(finished, cfg.study.n_trials), desc="trials", unit="trial",
-                disable=not cfg.progress, file=sys.stdout)
-
-
 def _on_trial_end(sweep: Any, bar: Any, state: Any, finished: int) -> None:
     """After each trial: the front's tags, the report every ``tracking.report_every`` trials, the progress bar."""
     front = sweep.update_front()
     every = sweep.cfg.tracking.report_every
     if every > 0 and len(sweep.study.trials) % every == 0:
         sweep.refresh_report()
-    bar.n = min(finished, sweep.cfg.study.n_trials)
-    bar.set_postfix(front=len(front), last=state.name)
-    bar.refresh()
+    console.advance(bar, sweep.cfg.study.n_trials, finished, len(front), state.name)
+
+
+def _on_tick(sweep: Any, bar: Any) -> None:
+    """While workers run: the bar follows the study's finished trials (read from its storage)."""
+    from litesweep.search import pareto
+    from litesweep.search.ledger import FINISHED_STATES
+
+    trials = sweep.study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    if trials and len(trials) != bar.n:  # the workers keep the front's tags: here it is only counted
+        last = max(trials, key=lambda t: t.number)
+        console.advance(bar, sweep.cfg.study.n_trials, len(trials), len(pareto.front(sweep.study)), last.state.name)
 
 
 def _print_summary(cfg: DictConfig, sweep: Any, result: SweepResult) -> None:

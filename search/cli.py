@@ -78,11 +78,31 @@ def compose_config(overrides: Sequence[str], conf_dir: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+def _split_config_dirs(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The folders given with ``--config-dir``/``-cd`` (as search-path entries) and the other arguments."""
+    dirs: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--config-dir", "-cd"):
+            dirs.append(next(args, ""))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            dirs.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return [f"file://{Path(d).resolve()}" for d in dirs], rest
+
+
 def precheck(argv: Sequence[str], conf_dir: str, prog: str = "litesweep") -> None:
     """Compose and validate the command line's overrides; on a problem print one line and exit 2."""
     if any(a.split("=")[0] in _HYDRA_FLAGS for a in argv) or any(a in ("-m", "--multirun") for a in argv):
         return
-    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    if any(a.split("=")[0] in ("--config-name", "-cn", "--config-path", "-cp") for a in argv):
+        return  # another primary config: Hydra composes and reports it
+    searchpath, rest = _split_config_dirs(argv)
+    overrides = [a for a in rest if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    if searchpath:  # a user's config folder (its own groups' options) composes over the package's
+        overrides.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     try:
         cfg = compose_config(overrides, conf_dir)
         schema.validate(cfg)
@@ -180,8 +200,10 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
 
     @hydra.main(version_base="1.3", config_path=schema.CONF_DIR, config_name="config")
     def _hydra_main(cfg: DictConfig) -> None:
+        from litesweep.search.console import configure
         from litesweep.search.preflight import mask
 
+        configure(bool(cfg.get("verbose", False)))  # first: MLflow reads its log level when first imported
         mask_logging()
         mask_hydra_files()
         if "tracking" in cfg:
@@ -200,6 +222,8 @@ def hydra_entry(task: Callable[[DictConfig], object], prog: str) -> Callable[[],
 
     def main() -> None:
         schema.register_configs()
+        if any(a in ("--help", "-h") for a in sys.argv[1:]) and not any(a.startswith("hydra/help=") for a in sys.argv):
+            sys.argv.append(f"hydra/help={prog}")  # conf/hydra/help/<prog>.yaml: what this command is and does
         with masked_std_streams():
             precheck(sys.argv[1:], schema.CONF_DIR, prog=prog)
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from pathlib import Path
+import os
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -36,7 +36,10 @@ __all__ = [  # the space group's classes and the constants a command line is che
     "register_configs", "validate",
 ]
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+#: The packaged configs (package ``litesweep.conf``): the repo's ``conf/`` in an editable install, the installed
+#: copy otherwise. Its folder on disk, found without importing it (an older editable install saw a namespace).
+CONF_DIR = next(p for p in (importlib.util.find_spec("litesweep.conf").submodule_search_locations or [])  # type: ignore[union-attr]
+                if os.path.isfile(os.path.join(p, "config.yaml")))
 SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")
 #: Where an injected failure strikes: after the policy is sampled (before any work), after the .tflite is
@@ -185,6 +188,7 @@ class LitesweepConfig:
     apply: ApplyConfig = dataclasses.field(default_factory=ApplyConfig)
     audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     progress: bool = True
+    verbose: bool = False  # also show TensorFlow's, Optuna's and MLflow's own output (search/console.py)
 
 
 #: Groups whose schema is an ``objectives.settings`` class: each validates itself.

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
@@ -17,10 +18,11 @@ from litesweep.search.space import SearchSpace
 from litesweep.search.sweep import Sweep, log
 
 
-def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None:
+def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str, on_tick: Callable[[], None] | None = None) -> None:
     """Run ``study.n_workers`` worker processes on the study, each with its share of the cores.
 
-    Workers load the already-trained base model from the cache and join the study's parent run.
+    Workers load the already-trained base model from the cache and join the study's parent run. ``on_tick``
+    is called every second while they run (the study's one progress bar follows the storage).
 
     Raises:
         LitesweepError: a worker ended with an error.
@@ -35,7 +37,10 @@ def run_workers(cfg: DictConfig, space: SearchSpace, parent_run_id: str) -> None
     for process in processes:
         process.start()
     for process in processes:
-        process.join()
+        while process.is_alive():
+            process.join(timeout=1.0)
+            if on_tick is not None:
+                on_tick()
     bad = [p.name for p in processes if p.exitcode != 0]
     if bad:
         raise LitesweepError(f"worker(s) {bad} ended with an error; the study keeps every finished trial")
@@ -46,10 +51,13 @@ def _worker(cfg: DictConfig, space: SearchSpace, parent_run_id: str, threads: in
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from litesweep.objectives.compat import limit_threads
 
+    from litesweep.objectives.quiet import verbose
     from litesweep.search.cli import MaskingStream, mask_logging
+    from litesweep.search.console import configure
 
+    logging.basicConfig(level=logging.INFO if verbose() else logging.WARNING)
+    configure(verbose())  # inherited from the command (LITESWEEP_VERBOSE): its warning filters, here too
     limit_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
     # A spawned process: none of the parent's masking came with it (its crash traceback goes to stderr too).
     sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)
     mask_logging()
@@ -59,6 +67,6 @@ def _worker(cfg: DictConfig, space: SearchSpace, parent_run_id: str, threads: in
 
     def on_trial_end(state: TrialState, finished: int) -> None:
         sweep.update_front()
-        log.warning("%s: trial %s, %d/%d finished", name, state.name, finished, cfg.study.n_trials)
+        log.info("%s: trial %s, %d/%d finished", name, state.name, finished, cfg.study.n_trials)  # the parent's bar shows it
 
     sweep.loop(on_trial_end)
