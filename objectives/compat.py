@@ -1,4 +1,4 @@
-"""The one place that imports TensorFlow, Keras 2 (tf_keras), TF-MOT, LiteRT and ai-edge-quantizer.
+"""The one place that imports TensorFlow, Keras 2 (tf_keras), TF-MOT, LiteRT and ai-edge-quantizer (and Keras 3).
 
 TF-MOT only works with Keras 2: ``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is first
 imported, or ``tf.keras`` stays Keras 3 and ``prune_low_magnitude`` raises. Importing this module sets
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported b
     import ai_edge_quantizer.quantizer as aeq
     import ai_edge_quantizer.recipe_manager as aeq_recipes
     import ai_edge_quantizer.utils.tfl_flatbuffer_utils as aeq_flatbuffer
+    import keras as keras3
     import tensorflow as tf
     import tensorflow.lite.python.schema_py_generated as tflite_schema
     import tensorflow_model_optimization as tfmot
@@ -44,6 +45,8 @@ _NBIT = "tensorflow_model_optimization.python.core.quantization.keras.experiment
 _MODULES: dict[str, str] = {
     "tf": "tensorflow",
     "keras": "tf_keras",
+    # Keras 3 (``import keras``), installed beside tf_keras: only to read a user's Keras 3 model (objectives.keras3).
+    "keras3": "keras",
     "tfmot": "tensorflow_model_optimization",
     # TF-MOT 0.8.1 exports no public API for its n-bit QAT scheme (per-layer 2/4-bit weights), so its
     # internal modules are imported here, the one place that knows TF-MOT's layout.
@@ -90,7 +93,7 @@ def limit_threads(threads: int) -> None:
 
 
 __all__ = [  # every name of _MODULES but the optional tfds
-    "aeq", "aeq_flatbuffer", "aeq_qtyping", "aeq_recipes", "keras", "limit_threads", "litert", "nbit_layout", "nbit_registry",
+    "aeq", "aeq_flatbuffer", "aeq_qtyping", "aeq_recipes", "keras", "keras3", "limit_threads", "litert", "nbit_layout", "nbit_registry",
     "nbit_scheme",
     "tf", "tflite_schema", "tfmot",
 ]

@@ -25,7 +25,11 @@ MIN_VAL_SAMPLES = 200
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train / validation / test arrays (images NHWC float32 in [0, 1], integer labels)."""
+    """Train / validation / test arrays (images NHWC float32 in [0, 1], integer labels).
+
+    Data without labels (``labelled`` False) has every label -1 and ``num_classes`` 0: only scorers that
+    compare with the float model's outputs (``agreement``) can score it, and fine-tuning distils only.
+    """
 
     name: str
     x_train: np.ndarray
@@ -35,6 +39,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    labelled: bool = True
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -121,14 +126,17 @@ def load_dataset(
     label = src.name or src.dataset or src.source
     limit, test_fraction, val_fraction = src.limit, src.test_fraction, src.val_fraction
     rng = np.random.default_rng(src.seed)
+    labelled = raw.y is not None
+
+    def labels(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return x, y if y is not None else np.full(len(x), -1, dtype="int64")  # no labels: -1, never scored
+
     if raw.x_test is None:
-        pools = {"all": (raw.x, raw.y)}
+        pools = {"all": labels(raw.x, raw.y)}
     else:
-        assert raw.y_test is not None  # the readers return test (and validation) images with their labels
-        pools = {"train": (raw.x, raw.y), "test": (raw.x_test, raw.y_test)}
+        pools = {"train": labels(raw.x, raw.y), "test": labels(raw.x_test, raw.y_test)}
         if raw.x_val is not None:
-            assert raw.y_val is not None
-            pools["val"] = (raw.x_val, raw.y_val)
+            pools["val"] = labels(raw.x_val, raw.y_val)
     total = sum(len(y) for _, y in pools.values())
     part: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for pool, (x, y) in pools.items():
@@ -164,7 +172,8 @@ def load_dataset(
         y_val=part["val"][1],
         x_test=part["test"][0],
         y_test=part["test"][1],
-        num_classes=int(max(int(y.max()) for _, y in part.values())) + 1,
+        num_classes=int(max(int(y.max()) for _, y in part.values())) + 1 if labelled else 0,
+        labelled=labelled,
     )
 
 
@@ -175,6 +184,8 @@ def check_data_fits(model: Any, data: Dataset) -> None:
         raise DataError(f"data samples have shape {data.input_shape} but the model expects {expected}; "
                         f"accepted: data whose samples are {expected}, or a model whose input is {tuple(data.input_shape)}")
     outputs = int(model.output_shape[-1])
+    if not data.labelled:
+        return
     for split, labels in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
         if len(labels) and (labels.min() < 0 or labels.max() >= outputs):
             raise DataError(f"{split} labels span [{labels.min()}, {labels.max()}] but the model has {outputs} outputs; "

@@ -12,15 +12,21 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from litesweep.objectives.compat import keras, tf
+
+import numpy as np
 
 from litesweep.objectives.architectures import build_cnn
 from litesweep.objectives.data import Dataset
 from litesweep.objectives.errors import ModelError
 from litesweep.objectives.settings import CnnSpec
 
-__all__ = ["CnnSpec", "fresh_copy", "import_custom_objects", "load_model", "train_or_load"]
+if TYPE_CHECKING:
+    from litesweep.objectives.keras3 import Conversion
+
+__all__ = ["CnnSpec", "fresh_copy", "import_custom_objects", "load_model", "load_user_model", "train_or_load"]
 
 
 def cache_key(spec: CnnSpec, data: Dataset) -> str:
@@ -108,28 +114,62 @@ def fresh_copy(model: keras.Model) -> keras.Model:
     return clone
 
 
-def load_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = ()) -> keras.Model:
+def load_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = (),
+               check_inputs: np.ndarray | None = None) -> keras.Model:
+    """``load_user_model``'s model alone."""
+    return load_user_model(path, trust_code, custom_objects, check_inputs)[0]
+
+
+def load_user_model(path: str | Path, trust_code: bool = False, custom_objects: Sequence[str] = (),
+                    check_inputs: np.ndarray | None = None) -> tuple[keras.Model, Conversion | None]:
     """Load a user's Keras model (``.keras``, ``.h5`` or a SavedModel directory), safely.
 
     ``.keras`` files load with Keras' ``safe_mode``: a ``Lambda`` layer (arbitrary Python) is refused
     unless ``trust_code`` is set. ``.h5`` files carry Lambda code as bytecode with no safe mode, so
-    their config is read first and Lambda layers are refused the same way. Every trial rebuilds the
-    model from its config (``clone_model``), so that is tried here once.
+    their config is read first and Lambda layers are refused the same way. A file saved by Keras 3 is
+    rebuilt as a tf_keras model and checked on ``check_inputs`` (``objectives.keras3``). Every trial
+    rebuilds the model from its config (``clone_model``), so that is tried here once.
 
     Args:
         path: the model file or SavedModel directory.
         trust_code: allow Lambda layers.
         custom_objects: dotted paths of modules (every Keras layer class they define) or classes to
             import first: the model's custom layers.
+        check_inputs: inputs a Keras 3 model and its tf_keras rebuild must agree on (the test split).
+
+    Returns:
+        The tf_keras model, and the ``Conversion`` of a Keras 3 file (None for a Keras 2 one).
 
     Raises:
         ModelError: the path is missing, is not a Keras model, holds refused code, uses a class that
-            cannot be found, is a subclassed model, or cannot be cloned (the layer and why are named).
+            cannot be found, is a subclassed model, cannot be rebuilt from Keras 3, or cannot be cloned
+            (the layer and why are named).
     """
     path = Path(path)
     accepted = "accepted: a .keras or .h5 file or a SavedModel directory"
     if not path.exists():
         raise ModelError(f"model.path = '{path}' does not exist; {accepted}")
+    from litesweep.objectives.keras3 import convert_file, keras3_version
+
+    conversion = None
+    if keras3_version(path):
+        model, conversion = convert_file(path, custom_objects, import_custom_objects(custom_objects), trust_code, check_inputs)
+    else:
+        model = _load_keras2(path, trust_code, custom_objects)
+    if not getattr(model, "_is_graph_network", False):
+        raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
+    try:
+        fresh_copy(model)
+    except Exception as exc:
+        problem = _clone_problem(model, exc)
+        if "accepted" not in problem:
+            problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
+        raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {problem}") from exc
+    return model, conversion
+
+
+def _load_keras2(path: Path, trust_code: bool, custom_objects: Sequence[str]) -> keras.Model:
+    accepted = "accepted: a .keras or .h5 file or a SavedModel directory"
     _refuse_keras_3(path)
     if not trust_code:
         # Keras applies safe_mode to .keras zips only; an HDF5 file or SavedModel, whatever its name, is checked here.
@@ -163,15 +203,6 @@ def load_model(path: str | Path, trust_code: bool = False, custom_objects: Seque
                              "Lambda layers, or model.trust_code=true for a file you trust") from exc
         raise ModelError(f"model.path = '{path}' is not a Keras model Keras can load ({type(exc).__name__}: {text[:160]}); "
                          f"{accepted}") from exc
-    if not getattr(model, "_is_graph_network", False):
-        raise ModelError(f"model.path = '{path}' is a subclassed model, which cannot be cloned; accepted: a Sequential or Functional model")
-    try:
-        fresh_copy(model)
-    except Exception as exc:
-        problem = _clone_problem(model, exc)
-        if "accepted" not in problem:
-            problem += "; accepted: layers that rebuild from their get_config() (a custom layer needs a complete get_config)"
-        raise ModelError(f"model.path = '{path}' cannot be cloned, and every trial starts from a clone: {problem}") from exc
     return model
 
 
@@ -231,32 +262,15 @@ def _clone_problem(model: keras.Model, exc: Exception) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
-def _saved_by(path: Path) -> str | None:
-    """The Keras version a ``.keras`` or ``.h5`` file records (None when it records none or is unreadable)."""
-    import zipfile
-
-    try:
-        if path.suffix == ".keras" and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("metadata.json")).get("keras_version")
-        if path.suffix == ".h5":
-            import h5py
-
-            with h5py.File(path, "r") as handle:
-                version = handle.attrs.get("keras_version")
-            return version.decode() if isinstance(version, bytes) else version
-    except (OSError, KeyError, ValueError):
-        return None  # reported by the loader itself
-    return None
-
-
 def _refuse_keras_3(path: Path) -> None:
-    """Refuse, with the way out, a model TF-MOT cannot take: saved by Keras 3, or a SavedModel without Keras layers."""
-    accepted = ("accepted: a model built and saved with Keras 2 (tf_keras, or tf.keras with TF_USE_LEGACY_KERAS=1); "
-                "rebuild it there and copy the weights with set_weights")
-    version = _saved_by(path)
+    """Refuse, with the way out, a model TF-MOT cannot take: saved by neither Keras 2 nor 3, or a SavedModel without Keras layers."""
+    from litesweep.objectives.keras3 import saved_version
+
+    accepted = ("accepted: a model saved by Keras 2 (tf_keras) or by Keras 3 (model.save to a .keras file), "
+                "Sequential or Functional")
+    version = saved_version(path)
     if version and not version.startswith("2."):
-        raise ModelError(f"model.path = '{path}' was saved by Keras {version}, and TF-MOT only works with Keras 2; {accepted}")
+        raise ModelError(f"model.path = '{path}' was saved by Keras {version}, which litesweep cannot read; {accepted}")
     if path.is_dir() and (path / "saved_model.pb").exists() and not (path / "keras_metadata.pb").exists():
         raise ModelError(f"model.path = '{path}' is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export), "
                          f"which cannot be cloned; {accepted}")

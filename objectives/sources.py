@@ -6,7 +6,8 @@ file), ``folder`` (a sub-folder of images per class), ``tfds`` (a TensorFlow Dat
 disk) and ``keras`` (mnist, fashion_mnist, cifar10 from local files, Keras' cache or a download).
 
 A reader returns raw images and labels; ``objectives.data`` preprocesses and splits them. Settings
-(``Source``) are checked by ``Source.validate`` before a reader runs.
+(``Source``) are checked by ``Source.validate`` before a reader runs. ``npz`` and ``folder`` may come
+without labels (no ``y_*`` arrays; a flat folder of images): then only ``objective=agreement`` can score them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from litesweep.objectives.settings import DATA_SOURCES, Source
 
 @dataclasses.dataclass(frozen=True)
 class _Raw:
-    """What a source reader returns: one pool to split, or its own train/test (and maybe validation) split."""
+    """What a source reader returns: one pool to split, or its own train/test (and maybe validation) split.
+
+    Labels are all there or all absent (``y`` None: an npz without ``y_*``, a flat folder of images).
+    """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None  # None: images without labels (every split then has none)
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     x_val: np.ndarray | None = None
@@ -59,6 +63,8 @@ def _existing_path(src: Source, what: str) -> Path:
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: The arrays of an npz without labels (for objective=agreement): the float model's outputs are the targets.
+NPZ_UNLABELLED_KEYS = ("x_train", "x_test")
 
 
 def _npz(src: Source) -> _Raw:
@@ -68,34 +74,41 @@ def _npz(src: Source) -> _Raw:
             found = dict(arrays)
     except (OSError, ValueError) as exc:
         raise DataError(f"data.path = {src.path!r} is not a readable .npz file ({exc}); accepted: numpy.savez output") from exc
-    missing = [k for k in NPZ_KEYS if k not in found]
+    labelled = any(k in found for k in ("y_train", "y_test", "y_val"))
+    missing = [k for k in (NPZ_KEYS if labelled else NPZ_UNLABELLED_KEYS) if k not in found]
     if missing:
-        raise DataError(f"data.path = {src.path!r} lacks arrays {missing} (it has {sorted(found)}); "
-                        f"accepted: {list(NPZ_KEYS)} + optional x_val, y_val")
-    if ("x_val" in found) != ("y_val" in found):
+        raise DataError(f"data.path = {src.path!r} lacks arrays {missing} (it has {sorted(found)}); accepted: {list(NPZ_KEYS)} + "
+                        f"optional x_val, y_val, or without labels {list(NPZ_UNLABELLED_KEYS)} + optional x_val")
+    if labelled and ("x_val" in found) != ("y_val" in found):
         raise DataError(f"data.path = {src.path!r} has only one of x_val, y_val; accepted: both or neither")
+    if not labelled:
+        return _Raw(found["x_train"], None, found["x_test"], None, found.get("x_val"), None)
     return _Raw(found["x_train"], found["y_train"], found["x_test"], found["y_test"], found.get("x_val"), found.get("y_val"))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def _read_folder(root: Path, src: Source) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read_folder(root: Path, src: Source) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Images in one sub-folder per class (labels: sorted names' order), or a flat folder of images (no labels)."""
     from litesweep.objectives.compat import keras
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"data.path = {str(root)!r} has no class sub-folders; accepted: a folder with one sub-folder of images per class")
+    flat = not classes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+    if not classes and not flat:
+        raise DataError(f"data.path = {str(root)!r} has no class sub-folders and no images; accepted: a folder with one sub-folder "
+                        "of images per class, or a folder of images (no labels: objective=agreement)")
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for file in sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for label, folder in enumerate([root] if flat else [root / name for name in classes]):
+        for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             image = keras.utils.load_img(file, color_mode=src.color_mode, target_size=tuple(src.image_size or ()), interpolation="bilinear")
             images.append(np.asarray(keras.utils.img_to_array(image, dtype="float32")))
             labels.append(label)
     if not images:
         raise DataError(f"data.path = {str(root)!r} holds no images; accepted: files ending in {list(IMAGE_SUFFIXES)}")
     # Decoded pixels are 0..255 like 8-bit files; uint8 lets the default rescale treat them alike.
-    return np.clip(np.rint(np.stack(images)), 0, 255).astype("uint8"), np.asarray(labels), classes
+    pixels = np.clip(np.rint(np.stack(images)), 0, 255).astype("uint8")
+    return pixels, None if flat else np.asarray(labels), classes
 
 
 def _folder(src: Source) -> _Raw:
@@ -105,7 +118,7 @@ def _folder(src: Source) -> _Raw:
         x_test, y_test, test_classes = _read_folder(root / "test", src)
         if test_classes != classes:
             raise DataError(f"data.path = {src.path!r}: test classes {test_classes} differ from train classes {classes}; "
-                            "accepted: the same class sub-folders under train/ and test/")
+                            "accepted: the same class sub-folders under train/ and test/ (or flat folders of images in both)")
         return _Raw(x, y, x_test, y_test)
     x, y, _ = _read_folder(root, src)
     return _Raw(x, y)

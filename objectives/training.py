@@ -3,7 +3,8 @@
 Order (``qat`` and ``mixed``): narrower student (width) → pruning (unstructured and 2:4) →
 clustering (sparsity-preserving when pruned) → ``qat`` only: n-bit QAT keeping masks and clusters.
 Every phase is distilled from the float base model, which is never changed: a trial starts from a
-fresh copy (TF-MOT wrappers share layer objects with the model they wrap).
+fresh copy (TF-MOT wrappers share layer objects with the model they wrap). Data without labels is
+distilled only (hard-label weight 0): the float model's outputs are the sole targets.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ class FineTuner:
         self.settings = settings
         self._x = data.x_train[: settings.max_train_samples]
         teacher_outputs = base_model.predict(self._x, batch_size=512, verbose=0)  # logits, or probabilities (softmax)
-        targets = distill.pack_targets(data.y_train[: settings.max_train_samples], teacher_outputs, data.num_classes)
+        self._classes = int(teacher_outputs.shape[-1])
+        # Without labels the float model's own top-1 stands in for them: it is the floor's yardstick, and the
+        # hard-label loss is weighted 0 (``run``), so fine-tuning distils only.
+        hard = data.y_train[: settings.max_train_samples] if data.labelled else np.argmax(teacher_outputs, axis=1)
+        targets = distill.pack_targets(hard, teacher_outputs, self._classes)
         self._probabilities = are_probabilities(teacher_outputs)  # a softmax output: distilled on its log
         # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
         self._batches = (tf.data.Dataset.from_tensor_slices((self._x, targets))
@@ -76,12 +81,13 @@ class FineTuner:
                          .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE))
         self._first_phase_done = False
         predicted = np.argmax(base_model.predict(data.x_val, batch_size=512, verbose=0), axis=1)
-        self._base_val_accuracy = float(np.mean(predicted == data.y_val))
+        self._y_val = data.y_val if data.labelled else predicted
+        self._base_val_accuracy = float(np.mean(predicted == self._y_val))
 
     def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
         ft = self.settings
         if ft.min_relative_accuracy > 0 and not self._first_phase_done:
-            callbacks = [*callbacks, EarlyFloor(self.data.x_val, self.data.y_val, ft.min_relative_accuracy * self._base_val_accuracy)]
+            callbacks = [*callbacks, EarlyFloor(self.data.x_val, self._y_val, ft.min_relative_accuracy * self._base_val_accuracy)]
         self._first_phase_done = True
         callbacks = [*callbacks, FailOnNaN()]
         model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
@@ -101,7 +107,8 @@ class FineTuner:
         self._first_phase_done = False
         with timed(timings, "prepare"):
             model = fresh_copy(self.base_model)
-            loss = distill.distillation_loss(self.data.num_classes, policy.distill.temperature, policy.distill.weight,
+            weight = policy.distill.weight if self.data.labelled else 1.0  # no labels: soft targets only
+            loss = distill.distillation_loss(self._classes, policy.distill.temperature, weight,
                                              probabilities=self._probabilities)
         sparse, structured = policy.sparse_layers, policy.structured_layers
         clusters = policy.clustered_layers

@@ -43,6 +43,9 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
 
     data = load_dataset(settings(cfg.data, Source))
     spec = settings(cfg.model, CnnSpec)
+    scorer = scorer_from_config(cfg.objective)
+    if not data.labelled:
+        check_unlabelled(data.name, scorer, spec)
     latency = settings(cfg.latency, LatencyProtocol)
     # A file under the same name may be another model: it is known by its bytes.
     key = f"file:{Path(spec.path).name}:{file_digest(Path(spec.path))}" if spec.path else cache_key(spec, data)
@@ -51,10 +54,16 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
         check_fingerprint(fingerprint)
     probe = data.x_val[:256]  # inputs on which a rewritten model must compute what the original does
     if spec.path:
-        from litesweep.objectives.models import load_model
+        from litesweep.objectives.models import load_user_model
 
-        model = load_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects)
+        # A Keras 3 file is rebuilt with tf_keras and checked on the test inputs (objectives.keras3).
+        model, conversion = load_user_model(spec.path, trust_code=spec.trust_code, custom_objects=spec.custom_objects,
+                                            check_inputs=data.x_test)
         training = {"cache_key": key, "epochs": 0, "cached": True}
+        if conversion is not None:
+            training.update(source_keras=conversion.source_keras, keras3_max_difference=conversion.max_difference)
+            log.info("Keras %s model rebuilt with tf_keras: outputs within %.1e of its scale on %d test inputs",
+                     conversion.source_keras, conversion.max_difference, conversion.samples)
         model, rewrites = compressible_form(model, probe)
         if check_layers is not None:
             check_layers([info.name for info in compressible_layers(model)])
@@ -73,7 +82,9 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
                  "(outputs within %.1e)", rewrites.inlined or "none", len(rewrites.folded), len(rewrites.frozen), len(rewrites.split),
                  rewrites.max_difference)
     training.update(fingerprint=fingerprint, unsupported_layers=left_float(model), folded_batch_norm=len(rewrites.folded),
-                    split_separable=len(rewrites.split))
+                    split_separable=len(rewrites.split), labelled=data.labelled)
+    if not data.labelled:
+        log.info("data '%s' has no labels: fine-tuning distils the float model's outputs only (hard-label weight 0)", data.name)
     if training["unsupported_layers"]:
         log.warning("layers no technique supports, left float: %s", training["unsupported_layers"])
     backend = None
@@ -89,8 +100,24 @@ def build_workbench(cfg: DictConfig, check_layers: Callable[[list[str]], None] |
             return result.latency_ms, "command (cached)" if result.cached else "command"
 
     bench = Workbench(model, data, settings(cfg.finetune, FineTuneSettings), latency, latency_backend=backend,
-                      scorer=scorer_from_config(cfg.objective))
+                      scorer=scorer)
     return bench, training
+
+
+def check_unlabelled(data_name: str, scorer: Any, spec: Any) -> None:
+    """Refuse, before anything is trained or written, what data without labels cannot do.
+
+    Raises:
+        ConfigError: the metric scores against labels, or the base model would be trained here (on labels).
+    """
+    from litesweep.objectives.errors import ConfigError
+
+    if not scorer.against_reference:
+        raise ConfigError(f"objective.metric = '{scorer.name}' needs labels, and data '{data_name}' has none (no y_train, y_test; "
+                          "no class sub-folders); accepted: objective=agreement, or data with labels")
+    if not spec.path:
+        raise ConfigError(f"data '{data_name}' has no labels, and model = '{spec.name}' is trained here on labels; "
+                          "accepted: model.path with a trained model, or data with labels")
 
 
 def file_digest(path: Path) -> str:

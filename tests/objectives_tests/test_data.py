@@ -93,8 +93,30 @@ def test_bad_data_settings_are_named(source: Source, message: str) -> None:
 
 def test_an_npz_without_the_expected_arrays_lists_what_it_has(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8)), labels=np.zeros(4))
-    with pytest.raises(DataError, match=r"lacks arrays \['x_train', 'y_train', 'x_test', 'y_test'\] \(it has \['images', 'labels'\]\)"):
+    with pytest.raises(DataError, match=r"lacks arrays \['x_train', 'x_test'\] \(it has \['images', 'labels'\]\); accepted: "
+                                        r"\['x_train', 'y_train', 'x_test', 'y_test'\] \+ optional x_val, y_val, or without labels"):
         load_dataset(Source("npz", path=str(tmp_path / "bad.npz")))
+    np.savez(tmp_path / "half.npz", x_train=np.zeros((4, 8, 8)), y_train=np.zeros(4), x_test=np.zeros((4, 8, 8)))
+    with pytest.raises(DataError, match=r"lacks arrays \['y_test'\]"):  # labels are all there or all absent
+        load_dataset(Source("npz", path=str(tmp_path / "half.npz")))
+
+
+def test_an_npz_without_labels_and_a_flat_folder_of_images_load_the_same_images_unlabelled(digit_images, tmp_path: Path) -> None:
+    np.savez(tmp_path / "images.npz", x_train=digit_images["x_train"], x_test=digit_images["x_test"], x_val=digit_images["x_test"][:50])
+    data = load_dataset(Source("npz", path=str(tmp_path / "images.npz")))
+    assert load_dataset(Source("digits")).labelled and load_dataset(Source("digits")).num_classes == 10
+    assert not data.labelled and data.num_classes == 0
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (1400, 50, 397), "the file's own validation split is kept"
+    assert all(np.all(y == -1) for y in (data.y_train, data.y_val, data.y_test))
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i, image in enumerate(digit_images["x_test"]):
+        Image.fromarray(image, mode="L").save(tmp_path / "flat" / f"{i:04d}.png")
+    flat = load_dataset(Source("folder", path=str(tmp_path / "flat"), image_size=(8, 8), color_mode="grayscale"))
+    assert not flat.labelled and len(flat.x_train) + len(flat.x_val) + len(flat.x_test) == 397
+    rows = sorted(x.tobytes() for x in np.concatenate([flat.x_train, flat.x_val, flat.x_test]))
+    assert rows == sorted(x.tobytes() for x in data.x_test), "the same pixels as the npz's test images"
 
 
 def test_the_default_data_is_mlxtends_five_thousand_mnist_digits_split_the_same_every_time() -> None:

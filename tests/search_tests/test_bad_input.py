@@ -207,7 +207,7 @@ def test_a_layer_no_technique_supports_is_reported_and_left_float(tmp_path: Path
 @pytest.fixture(scope="module")
 def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A model with a custom layer whose class Keras cannot find when loading (defined here, not registered),
-    and models saved by Keras 3 (TensorFlow's default Keras), which TF-MOT cannot take."""
+    and a Keras 3 model exported as a SavedModel (no Keras layers left to rebuild)."""
     from litesweep.objectives.compat import keras
 
     import keras as keras3
@@ -225,14 +225,11 @@ def unloadable_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     x = Offset(name="offset")(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x)))
     root = tmp_path_factory.mktemp("custom")
-    files = {"keras": root / "offset.keras", "savedmodel": root / "offset_savedmodel", "keras3": root / "keras3.keras",
-             "keras3_h5": root / "keras3.h5", "keras3_export": root / "keras3_export"}
+    files = {"keras": root / "offset.keras", "savedmodel": root / "offset_savedmodel", "keras3_export": root / "keras3_export"}
     model.save(files["keras"])
     model.save(files["savedmodel"], save_format="tf")
     inputs3 = keras3.Input((8, 8, 1))
     model3 = keras3.Model(inputs3, keras3.layers.Dense(10)(keras3.layers.Flatten()(inputs3)))
-    model3.save(files["keras3"])
-    model3.save(files["keras3_h5"])
     model3.export(files["keras3_export"], verbose=False)
     return files
 
@@ -246,8 +243,6 @@ LOAD_CASES = [
      "without its Python class"),
     ("custom_objects not importable", "keras", ["no_such_module.Offset"],
      "model.custom_objects entry = 'no_such_module.Offset' cannot be imported (ModuleNotFoundError"),
-    ("Keras 3 .keras", "keras3", [], "was saved by Keras 3."),
-    ("Keras 3 .h5", "keras3_h5", [], "was saved by Keras 3."),
     ("Keras 3 export", "keras3_export", [], "is a SavedModel without Keras layers (tf.saved_model.save or Keras 3's model.export)"),
 ]
 
