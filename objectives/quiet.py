@@ -4,7 +4,7 @@
 trial processes) follows the setting of the command that started it. Off (the default), litesweep keeps the
 noise of the libraries it calls out of the console: Python warnings are filtered by message where they are
 raised (``litesweep.search.console``), TensorFlow's C++ logs by ``TF_CPP_MIN_LOG_LEVEL`` (``compat``), and the
-few lines native code writes straight to the process's file descriptors, past every logging setting, by
+few lines native code writes straight to the process's stderr, past every logging setting, by
 ``native_noise_filtered`` around the one call that prints them.
 """
 
@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
 
 VERBOSE_ENV = "LITESWEEP_VERBOSE"
@@ -47,33 +47,34 @@ def set_verbose(on: bool) -> None:
 
 @contextlib.contextmanager
 def native_noise_filtered() -> Iterator[None]:
-    """Run the block with file descriptors 1 and 2 caught, then write back every line but ``NATIVE_NOISE``.
+    """Run the block with file descriptor 2 (stderr) passed through a filter that drops ``NATIVE_NOISE`` lines.
 
-    Only for a single native call that prints on its own (a library's load, a calibrated conversion): Python
-    writes and log records in the block reach the console as usual (after it). With ``verbose`` on, nothing is
-    caught. Lines are passed on when the block ends, raised or not; a line that is not noise (a real error)
-    is never dropped.
+    Only around a single native call that prints on its own (a library's load, a calibrated conversion): a
+    thread forwards every other line to the real stderr as it comes, so a real error shows (even if the
+    call then aborts the process). stdout is left alone. With ``verbose`` on, nothing is filtered.
     """
     if verbose():
         yield
         return
-    sys.stdout.flush()
     sys.stderr.flush()
-    with contextlib.ExitStack() as files:
-        caught = {fd: files.enter_context(tempfile.TemporaryFile()) for fd in (1, 2)}
-        saved = {fd: os.dup(fd) for fd in (1, 2)}
-        try:
-            for fd, file in caught.items():
-                os.dup2(file.fileno(), fd)
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, original in saved.items():
-                os.dup2(original, fd)
-                os.close(original)
-            for fd, file in caught.items():
-                file.seek(0)
-                kept = b"".join(line for line in file if not NATIVE_NOISE.match(line.decode(errors="replace")))
-                if kept:
-                    os.write(fd, kept)
+    read_end, write_end = os.pipe()
+    console = os.dup(2)
+    forward = threading.Thread(target=_forward, args=(read_end, console), name="litesweep-native-stderr", daemon=True)
+    forward.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)  # the pipe's last write end closes: the thread reads to its end and stops
+        forward.join(timeout=10)
+        if not forward.is_alive():  # else a child process still holds the pipe: the thread keeps forwarding
+            os.close(console)
+
+
+def _forward(read_end: int, console: int) -> None:
+    with os.fdopen(read_end, "rb") as lines:
+        for line in lines:
+            if not NATIVE_NOISE.match(line.decode(errors="replace")):
+                os.write(console, line)
