@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +68,6 @@ def start_line(cfg: Any, sweep: Any, resumed: bool, finished: int) -> str:
 
 def progress_bar(cfg: Any, finished: int) -> Any:
     """The study's one progress bar: trials finished of ``study.n_trials``, ETA, and what ``advance`` adds."""
-    import sys
-
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.study.n_trials, initial=min(finished, cfg.study.n_trials), desc="trials", unit="trial",
@@ -99,7 +98,9 @@ class _AboveBar(logging.Handler):
 def with_bar(bar: Any, work: Callable[[], None]) -> None:
     """Run ``work`` with the console's log lines written above the bar rather than through it."""
     root = logging.getLogger()
-    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # a console's, not a test's capture or a file
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                and h.stream in streams]
     if bar.disable or not consoles:
         work()
         return
