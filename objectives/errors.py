@@ -30,6 +30,9 @@ class HopelessTrial(Exception):
         self.val_accuracy = val_accuracy
         self.floor = floor
 
+    def __reduce__(self) -> tuple:  # sent back from a trial's child process (search/isolation.py)
+        return type(self), (self.val_accuracy, self.floor)
+
 
 class RuntimeRefused(Exception):
     """LiteRT's default interpreter refuses a trial's file (even stored dense): the trial is infeasible.
@@ -40,3 +43,6 @@ class RuntimeRefused(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(f"LiteRT's default interpreter refuses the file: {message}")
         self.runtime_message = message
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.runtime_message,)

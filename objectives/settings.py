@@ -182,6 +182,8 @@ class FineTuneSettings:
         calibration_samples: training images used to calibrate static post-training recipes.
         max_train_samples: fine-tune on this many training samples (a fixed random subset; ``None``:
             all). The fidelity knob for large datasets: trials cost less, the base model keeps all data.
+        onednn: TensorFlow's oneDNN kernels (``False`` sets ``TF_ENABLE_ONEDNN_OPTS=0`` before TensorFlow loads:
+            the known cure for its native allocator crashes while fine-tuning some models).
     """
 
     prune_epochs: int = 2
@@ -192,6 +194,7 @@ class FineTuneSettings:
     min_relative_accuracy: float = 0.0
     calibration_samples: int = 128
     max_train_samples: int | None = None
+    onednn: bool = True
 
     def validate(self) -> None:
         """Raise ``ConfigError`` on a non-positive setting."""

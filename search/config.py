@@ -31,7 +31,8 @@ from litesweep.search.space_config import (
 )
 
 __all__ = [  # the space group's classes and the constants a command line is checked against are re-exported
-    "CONF_DIR", "DIRECTIONS", "INJECTION_POINTS", "METHODS", "PREFERENCES", "SAMPLERS", "SENSITIVITY_USES", "TECHNIQUES",
+    "CONF_DIR", "DIRECTIONS", "INJECTION_POINTS", "ISOLATION_MODES", "METHODS", "NATIVE_FAULTS", "PREFERENCES", "SAMPLERS",
+    "SENSITIVITY_USES", "TECHNIQUES",
     "DistillSpaceConfig", "LayerSpaceConfig", "LitesweepConfig", "RangeConfig", "SpaceConfig", "StudyConfig",
     "register_configs", "validate",
 ]
@@ -44,7 +45,10 @@ SAMPLERS = ("tpe", "nsgaii", "random", "gp")
 DIRECTIONS = ("maximize", "minimize")
 #: Where an injected failure strikes: after the policy is sampled (before any work), after the .tflite is
 #: made and measured (before anything is logged), or after its files and metrics are in MLflow (before Optuna is told).
-INJECTION_POINTS = ("sampled", "measured", "logged")
+#: Native faults a trial's child process meets on purpose (``study.isolation = process`` only).
+NATIVE_FAULTS = ("abort", "segfault", "hang", "memory")
+INJECTION_POINTS = ("sampled", "measured", "logged", *NATIVE_FAULTS)
+ISOLATION_MODES = ("process", "none")
 SENSITIVITY_USES = ("report", "narrow", "seed")
 PREFERENCES = ("smallest", "fastest", "most_accurate", "knee")
 
@@ -111,7 +115,10 @@ class StudyConfig:
     max_consecutive_failures: int = 5
     max_failure_rate: float = 0.5  # end the study when more than this share of a run's trials fail (after 5)
     inject_failures: float = 0.0  # testing: this share of trials raises on purpose (fault injection)
-    inject_at: list[str] = dataclasses.field(default_factory=lambda: ["sampled"])  # where: sampled | measured | logged
+    inject_at: list[str] = dataclasses.field(default_factory=lambda: ["sampled"])  # INJECTION_POINTS
+    isolation: str = "process"  # process: each trial's work in a child process that may crash alone | none
+    trial_timeout_s: float | None = None  # isolation=process: a trial's work killed after this many seconds
+    trial_max_memory_mb: float | None = None  # isolation=process: killed past this resident memory
     n_workers: int = 1  # worker processes on this machine sharing the study (and the cores)
     # Database storages: each running trial's heartbeat, and how old it may get before the trial counts as dead
     heartbeat_interval_s: float = 20.0
@@ -261,6 +268,17 @@ def _check_study(study: DictConfig) -> None:
         if not 0.0 <= study[key] <= 1.0:
             raise ConfigError(f"study.{key} = {study[key]!r} is out of range; accepted: 0.0 to 1.0")
     check_list(study.inject_at, INJECTION_POINTS, "study.inject_at")
+    check_choice(study.isolation, ISOLATION_MODES, "study.isolation")
+    for key in ("trial_timeout_s", "trial_max_memory_mb"):
+        if study[key] is not None and not study[key] > 0:
+            raise ConfigError(f"study.{key} = {study[key]!r} is not accepted; accepted: a number > 0, or null")
+        if study[key] is not None and study.isolation != "process":
+            raise ConfigError(f"study.{key} = {study[key]!r} needs study.isolation = 'process' (it is {study.isolation!r}); "
+                              "accepted: null, or study.isolation=process")
+    native = [point for point in study.inject_at if point in NATIVE_FAULTS]
+    if native and study.inject_failures and study.isolation != "process":
+        raise ConfigError(f"study.inject_at = {list(study.inject_at)} would kill the worker with study.isolation = "
+                          f"{study.isolation!r}; accepted: study.isolation=process, or only {list(INJECTION_POINTS[:3])}")
     if not 1 <= study.heartbeat_interval_s < study.heartbeat_grace_s:
         raise ConfigError(f"study.heartbeat_interval_s = {study.heartbeat_interval_s!r}, study.heartbeat_grace_s = "
                           f"{study.heartbeat_grace_s!r}; accepted: 1 <= interval < grace (seconds)")

@@ -20,6 +20,8 @@ import optuna
 from optuna.trial import TrialState
 
 from litesweep.objectives.errors import ConfigError, HopelessTrial, RuntimeRefused
+from litesweep.search.config import NATIVE_FAULTS
+from litesweep.search.isolation import TrialCrashed, TrialProcess
 from litesweep.search.ledger import (
     FEASIBLE_ATTR,
     POLICY_FILE,
@@ -96,6 +98,7 @@ class TrialRunner:
     constraints: Mapping[str, float] = dataclasses.field(default_factory=dict)
     inject_failures: float = 0.0
     inject_at: tuple[str, ...] = ("sampled",)  # points from search.config.INJECTION_POINTS
+    isolated: TrialProcess | None = None  # study.isolation = process: the work runs in this child
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
@@ -142,7 +145,10 @@ class TrialRunner:
             if twin:
                 self.tracker.set_tags(run_id, {TAG_PRESET_TWIN: twin})
             _maybe_fail(inject, "sampled", self.inject_failures)
-            output = self.bench.run(policy)  # checks the policy against the model first
+            if self.isolated is not None:
+                output = self.isolated.run(policy, inject if inject in NATIVE_FAULTS else None)
+            else:
+                output = self.bench.run(policy)  # checks the policy against the model first
             _maybe_fail(inject, "measured", self.inject_failures)
             metrics = output.metrics.as_dict()
             values = [metrics[m] for m in self.directions]
@@ -179,8 +185,11 @@ class TrialRunner:
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())
             raise
-        except Exception:  # a failing trial must not end a long sweep
-            log.exception("trial %d failed", trial.number)
+        except Exception as exc:  # a failing trial must not end a long sweep
+            if isinstance(exc, TrialCrashed):  # its traceback (stderr tail) goes to traceback.txt
+                log.error("trial %d failed: %s", trial.number, str(exc).splitlines()[0])
+            else:
+                log.exception("trial %d failed", trial.number)
             # skip_if_finished: a worker that wrongly thought this one dead may have failed the trial already.
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())

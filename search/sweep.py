@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +18,7 @@ from optuna.trial import TrialState
 
 from litesweep.objectives.errors import LitesweepError
 from litesweep.search import baselines, confirm, pareto, report, screen, sensitivity
+from litesweep.search.isolation import Limits, TrialProcess, set_onednn
 from litesweep.search.ledger import (
     CONFIG_FILE,
     PARENT_RUN_ATTR,
@@ -44,6 +47,8 @@ log = logging.getLogger("litesweep")
 NARROW_TWIN_PREFIX = "narrow:"
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
 MIN_TRIALS_FOR_FAILURE_RATE = 5
+#: The Keras version a user's Keras 3 file was saved with, when litesweep rebuilt it with tf_keras.
+TAG_SOURCE_KERAS = "litesweep.source_keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Sweep:
             if existing is not None:
                 check_fingerprint(existing, found, record=False)
 
+        set_onednn(bool(cfg.finetune.onednn))  # before TensorFlow loads, here and in every child
         self.bench, self.training = build_workbench(cfg, check_layers=check if check_layers else None,
                                                     check_fingerprint=same_reference)
         self.space = space if space is not None else self._space()
@@ -95,6 +101,11 @@ class Sweep:
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
+        self.trial_process: TrialProcess | None = None
+        if s.isolation == "process":  # its workbench is built while this process measures the presets
+            self.trial_process = TrialProcess(cfg, Limits(s.trial_timeout_s, s.trial_max_memory_mb),
+                                              Path(cfg.paths.output_dir) / "logs" / f"trial-process-{os.getpid()}.stderr")
+            self.trial_process.start()
 
     def _space(self) -> SearchSpace:
         bench, cfg = self.bench, self.cfg
@@ -124,7 +135,8 @@ class Sweep:
             self.study.study_name, params={k: mask(str(v)) for k, v in flatten({str(k): v for k, v in resolved.items()}).items()},
             tags={**versions, TAG_SEED: str(cfg.study.seed), TAG_STORAGE: mask(str(cfg.study.storage)),
                   TAG_BASE_MODEL: training["cache_key"], TAG_METRIC: bench.scorer.name,
-                  TAG_UNSUPPORTED_LAYERS: ",".join(training.get("unsupported_layers", [])) or "none"},
+                  TAG_UNSUPPORTED_LAYERS: ",".join(training.get("unsupported_layers", [])) or "none",
+                  **({TAG_SOURCE_KERAS: training["source_keras"]} if "source_keras" in training else {})},
         )
         self.study.set_user_attr(PARENT_RUN_ATTR, parent_id)
         if resumed:  # the fingerprint matched: the reference, config and files logged at creation still hold
@@ -132,7 +144,9 @@ class Sweep:
         self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}
                                        | {"base_model.epochs": training["epochs"],
                                           "base_model.folded_batch_norm": training.get("folded_batch_norm", 0),
-                                          "base_model.split_separable": training.get("split_separable", 0)})
+                                          "base_model.split_separable": training.get("split_separable", 0)}
+                                       | ({"base_model.keras3_max_difference": training["keras3_max_difference"]}
+                                          if "keras3_max_difference" in training else {}))
         self.tracker.log_study_files({
             CONFIG_FILE: mask(OmegaConf.to_yaml(cfg, resolve=True)),
             "search_space.json": dumps(self.space.to_dict()),
@@ -189,12 +203,16 @@ class Sweep:
         """The trial runner of this process."""
         s = self.cfg.study
         return TrialRunner(self.study, self.space, self.bench, self.tracker, self.directions, self.constraints,
-                           s.inject_failures, tuple(s.inject_at))
+                           s.inject_failures, tuple(s.inject_at), self.trial_process)
 
     def loop(self, on_trial_end: Callable[[TrialState, int], None]) -> None:
         """This process's trials, until the study holds ``study.n_trials`` finished ones."""
         s = self.cfg.study
-        run_trials(self.runner(), s.n_trials, s.max_consecutive_failures, s.max_failure_rate, on_trial_end, timeout_s=s.timeout_s)
+        try:
+            run_trials(self.runner(), s.n_trials, s.max_consecutive_failures, s.max_failure_rate, on_trial_end, timeout_s=s.timeout_s)
+        finally:
+            if self.trial_process is not None:
+                self.trial_process.close()
 
     def update_front(self) -> list[optuna.trial.FrozenTrial]:
         """The current front, with the ``litesweep.pareto`` tags made to match it."""

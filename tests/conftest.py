@@ -34,6 +34,18 @@ QUICK_OVERRIDES = [
 ]
 
 
+def processes_holding(path: Path) -> list[int]:
+    """Processes that hold ``path`` open (a trial's child process keeps its stderr file open for its whole life)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd")):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
 def compose_quick(tmp: Path, *overrides: str):
     """The project's config with quick-tier settings and every path under ``tmp``."""
     from litesweep.search.cli import compose_config

@@ -20,7 +20,7 @@ from litesweep.objectives.errors import LitesweepError
 from litesweep.search.app import run
 from litesweep.search.runner import injection_point
 from litesweep.search.sweep import SweepResult
-from tests.conftest import QUICK_OVERRIDES, compose_quick
+from tests.conftest import QUICK_OVERRIDES, compose_quick, processes_holding
 
 # A FAIL trial is FAILED in MLflow when it raised, KILLED when its worker died or was interrupted.
 STATUS = {TrialState.COMPLETE: {"FINISHED"}, TrialState.FAIL: {"FAILED", "KILLED"}, TrialState.PRUNED: {"KILLED"}}
@@ -170,6 +170,8 @@ def test_ctrl_c_marks_the_running_trial_and_the_rerun_retries_it(tmp_path: Path)
     stderr = (tmp_path / "stderr.log").read_text()
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted; finished trials are kept" in stderr
+    children = list((tmp_path / "logs").glob("trial-process-*.stderr"))
+    assert children and not [pid for path in children for pid in processes_holding(path)], "the trial's child process was stopped"
     cfg = compose_quick(tmp_path, "study.n_trials=4", "study.presets=false")
     study = _study(cfg.study.storage, cfg.study.name)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
