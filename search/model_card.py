@@ -10,6 +10,7 @@ command come from the study's recorded config (``config.yaml`` on its parent run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -206,8 +207,10 @@ def write_folder(files: Mapping[str, bytes], output_dir: Path) -> None:
         raise
 
 
-def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: Path, name: str, alias: str) -> str:
-    """Log the ``.tflite`` as a pyfunc model on the picked run, register it, point ``alias`` at it and say how to serve it."""
+def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: Path, name: str, alias: str,
+             model_id: str | None = None) -> str:
+    """Add the pyfunc flavour to the picked LoggedModel (``model_id``; for a study from before them, log a pyfunc model
+    on the picked run), register it, point ``alias`` at it and say how to serve it."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -221,10 +224,10 @@ def register(client: MlflowClient, tracking_uri: str, run_id: str, tflite_path: 
     example = np.zeros((1, *input_shape(tflite)), dtype=np.float32)
     signature = infer_signature(example, predict(tflite, example)[0])
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with contextlib.nullcontext() if model_id else mlflow.start_run(run_id=run_id):  # the model names its run already
         info = mlflow.pyfunc.log_model(
             name="served_model", python_model=TfliteModel(), artifacts={"tflite": str(tflite_path)},
-            signature=signature, input_example=example, registered_model_name=name,
+            signature=signature, input_example=example, registered_model_name=name, model_id=model_id,
             pip_requirements=["ai-edge-litert==2.3.*", "numpy", "mlflow==3.17.*"],
         )
     version = str(info.registered_model_version)

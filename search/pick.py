@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import optuna
-from mlflow.entities import Run
+from mlflow.entities import LoggedModel, Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from litesweep.objectives.errors import ConfigError, LitesweepError
 from litesweep.objectives.metrics import CONFIRMED_LATENCY_NAMES, METRIC_NAMES, TEST_METRIC_NAMES
-from litesweep.search import ledger
+from litesweep.search import ledger, logged_models
 from litesweep.search.cli import hydra_entry
 from litesweep.search.config import validate
 from litesweep.search.ledger import POLICY_FILE, TFLITE_FILE, StudyView, open_view, run_id_of
@@ -55,11 +55,19 @@ class Candidate:
     metrics: dict[str, float]
     trial: int | None = None
     preset: str | None = None
+    model_id: str | None = None  # its MLflow LoggedModel (None for a study from before them)
 
     @classmethod
     def of(cls, run: Run, trial: int | None = None, preset: str | None = None) -> Candidate:
         """A candidate with the figures its MLflow run holds (``FIGURES``)."""
         return cls(run.info.run_id, {k: v for k, v in run.data.metrics.items() if k in FIGURES}, trial, preset)
+
+    @classmethod
+    def of_model(cls, model: LoggedModel, trial: int | None = None, preset: str | None = None) -> Candidate:
+        """A candidate with the figures its LoggedModel holds (the same as its run's)."""
+        assert model.source_run_id is not None  # litesweep's models are made by a run
+        figures = {k: v for k, v in logged_models.latest_metrics(model).items() if k in FIGURES}
+        return cls(model.source_run_id, figures, trial, preset, model.model_id)
 
     @property
     def label(self) -> str:
@@ -171,13 +179,16 @@ def closest(pool: Sequence[Candidate], constraints: Mapping[str, tuple[str, str,
 
 
 def candidates(view: StudyView) -> tuple[list[Candidate], list[Candidate]]:
-    """The front trials and the presets, each with its MLflow run's figures."""
+    """The front trials and the presets, each with its LoggedModel's figures (its run's, for a study from before them)."""
     assert view.parent_run_id is not None
-    found = ledger.search_all_runs(view.client, view.parent.info.experiment_id, ledger.trial_runs_filter(view.parent_run_id))
-    runs = {r.info.run_id: r for r in found}
-    trials = [Candidate.of(runs.get(run_id) or view.client.get_run(run_id), trial=t.number)
-              for t in view.front() if (run_id := run_id_of(t)) is not None]  # a COMPLETE trial is always linked
-    presets = [Candidate.of(run, preset=name) for name, run in ledger.first_run_per_preset(view.preset_runs()).items()]
+    models = logged_models.study_models(view.client, view.parent.info.experiment_id, view.parent_run_id)
+
+    def read(run_id: str, trial: int | None = None, preset: str | None = None) -> Candidate:
+        model = models.get(run_id)
+        return Candidate.of_model(model, trial, preset) if model else Candidate.of(view.client.get_run(run_id), trial, preset)
+
+    trials = [read(run_id, trial=t.number) for t in view.front() if (run_id := run_id_of(t)) is not None]  # COMPLETE: linked
+    presets = [read(run.info.run_id, preset=name) for name, run in ledger.first_run_per_preset(view.preset_runs()).items()]
     return trials, presets
 
 
@@ -265,7 +276,8 @@ def pick(cfg: DictConfig) -> Pick:
     print(f"Exported to {output_dir}: {', '.join(files)}")
     version = None
     if cfg.pick.register:  # prints how to serve it
-        version = register(client, cfg.tracking.uri, chosen.run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias)
+        version = register(client, cfg.tracking.uri, chosen.run_id, output_dir / TFLITE_FILE, cfg.pick.register, cfg.pick.alias,
+                           chosen.model_id)
     best_preset = choice.best_preset.preset if choice.best_preset else None
     return Pick(chosen.trial, chosen.preset, chosen.run_id, dict(chosen.metrics), output_dir, best_preset, version)
 

@@ -163,7 +163,8 @@ class TrialRunner:
             logging_started = time.perf_counter()
             self.tracker.log_trial(run_id, params={}, metrics={**metrics, **extra_metrics},
                                    tags=record.mlflow_tags(output.tflite, extra_tags),
-                                   files={TFLITE_FILE: output.tflite, POLICY_FILE: policy.to_json()})
+                                   files={TFLITE_FILE: output.tflite, POLICY_FILE: policy.to_json()},
+                                   model_params=policy.flat_params(), trained=policy.needs_training)
             _maybe_fail(inject, "logged", self.inject_failures)
             timings = {**output.timings, "log": time.perf_counter() - logging_started}
             timings["trial"] = time.perf_counter() - started

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from litesweep.objectives.errors import LitesweepError
-from litesweep.search import baselines, confirm, pareto, report, screen, sensitivity
+from litesweep.search import baselines, confirm, datasets, pareto, report, screen, sensitivity
 from litesweep.search.isolation import Limits, TrialProcess, set_onednn
 from litesweep.search.ledger import (
     CONFIG_FILE,
@@ -99,6 +99,7 @@ class Sweep:
         check_fingerprint(self.study, self.training["fingerprint"])  # recorded on a new study
         record_objective_metric(self.study, self.bench.scorer.name)
         self.tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+        self.tracker.data_inputs = datasets.data_inputs(self.bench.data, OmegaConf.to_container(cfg.data, resolve=True))
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
         self.trial_process: TrialProcess | None = None
@@ -139,6 +140,7 @@ class Sweep:
                   **({TAG_SOURCE_KERAS: training["source_keras"]} if "source_keras" in training else {})},
         )
         self.study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+        datasets.log_inputs(self.tracker.client, parent_id, self.tracker.data_inputs, datasets.SPLITS)
         if resumed:  # the fingerprint matched: the reference, config and files logged at creation still hold
             return parent_id, resumed
         self.tracker.log_study_metrics({f"{REFERENCE_METRIC_PREFIX}{k}": v for k, v in self.reference.items()}

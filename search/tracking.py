@@ -6,18 +6,19 @@ is explicit and several workers can share one tracking server.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from litesweep.search.datasets import TEST, TRAINING, VALIDATION, log_inputs
 from litesweep.search.ledger import (
     ROLE_BASELINE,
     ROLE_STUDY,
@@ -36,7 +37,12 @@ from litesweep.search.ledger import (
     study_run_filter,
     trial_runs_filter,
 )
+from litesweep.search.logged_models import TAG_MODEL_ID, TrackerModels, finalize, set_front
+from litesweep.search.masked import log_files, log_params, masked, run_tags
 from litesweep.search.preflight import mask
+
+#: The experiment tag MLflow's UI opens an experiment by: model training (runs, models), not GenAI (traces...).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -64,7 +70,7 @@ def _artifact_uri(location: str) -> str:
     return Path(location).resolve().as_uri()
 
 
-class Tracker:
+class Tracker(TrackerModels):
     """MLflow writer for one study.
 
     Args:
@@ -85,7 +91,8 @@ class Tracker:
         location = None if uri.startswith(("http://", "https://")) else _artifact_uri(artifact_location)
         if found is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                   tags=dict([EXPERIMENT_KIND]))
             except mlflow.exceptions.MlflowException:  # another worker created it first
                 created = self.client.get_experiment_by_name(experiment)
                 if created is None:
@@ -93,8 +100,11 @@ class Tracker:
                 self.experiment_id = created.experiment_id
         else:
             self.experiment_id = found.experiment_id
+        if found is None or found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # a study made before the tag
+            self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         self.parent_run_id: str | None = None
         self._pareto_state: dict[str, bool] = {}
+        self._models, self._runs, self.data_inputs = {}, {}, {}  # see TrackerModels
 
     # --- the study's parent run -------------------------------------------------------------
 
@@ -115,16 +125,16 @@ class Tracker:
             # The oldest parent is the one every worker keeps (see _converge); newer ones may be deleted.
             run_id = min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            self.client.log_batch(run_id, tags=_tags(tags))
+            self.client.log_batch(run_id, tags=run_tags(tags))
             resumed = True
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"study-{study_name}",
-                tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **{t.key: t.value for t in _tags(tags)}},
+                tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **{t.key: t.value for t in run_tags(tags)}},
             )
             run_id = self._converge(study_name, run.info.run_id)
             if run_id == run.info.run_id:
-                _log_params(self.client, run_id, params)
+                log_params(self.client, run_id, params)
             resumed = run_id != run.info.run_id
         self.parent_run_id = run_id
         self.reload_pareto_state()
@@ -155,7 +165,7 @@ class Tracker:
     def log_study_files(self, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
         """Write files (name → content) as artifacts of the parent run."""
         assert self.parent_run_id is not None
-        _log_files(self.client, self.parent_run_id, files, artifact_path)
+        log_files(self.client, self.parent_run_id, files, artifact_path)
 
     # --- trial runs -------------------------------------------------------------------------
 
@@ -168,6 +178,7 @@ class Tracker:
                   TAG_TRIAL: str(trial_number), TAG_PARETO: "false", TAG_STATE: "RUNNING"},
         )
         self._pareto_state[run.info.run_id] = False
+        self._runs[run.info.run_id] = (run.info.run_name, run.data.tags)
         return run.info.run_id
 
     def log_trial(
@@ -178,21 +189,27 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         files: Mapping[str, bytes | str],
+        model_params: Mapping[str, Any] | None = None,
+        trained: bool = False,
     ) -> None:
-        """Log a trial's params, metrics, tags and artifacts (artifacts first: a logged metric implies its files)."""
-        _log_files(self.client, run_id, files)
-        _log_params(self.client, run_id, params)
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            tags=_tags(tags),
-        )
+        """Log a trial's params, metrics, tags and artifacts (artifacts first: a logged metric implies its files).
 
-    def log_run_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
-        """Metrics on a finished run (figures confirmed after the trial: test split, re-timed latency)."""
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        With ``model_params`` (the policy), the files are also the run's ``LoggedModel`` with those params, the
+        metrics are linked to it, and the data splits it was scored on (and trained on, with ``trained``) are
+        the run's dataset inputs.
+        """
+        model_id = log_files(self.client, run_id, files, model=None if model_params is None else functools.partial(
+            self._log_model, run_id, masked({**self._run_tags(run_id), **tags}), model_params))
+        log_params(self.client, run_id, params)
+        self.log_run_metrics(run_id, metrics, tags={**tags, **({TAG_MODEL_ID: model_id} if model_id else {})})
+        if model_params is not None:
+            log_inputs(self.client, run_id, self.data_inputs, (VALIDATION, TEST, TRAINING) if trained else (VALIDATION, TEST))
+
+    def log_run_metrics(self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
+        """Metrics on a run and its LoggedModel (also figures confirmed after the trial: test split, re-timed latency)."""
+        now, model_id = int(time.time() * 1000), self.model_of(run_id) if metrics else None
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()],
+                              tags=run_tags(tags or {}))
 
     def read_file(self, run_id: str, name: str) -> bytes:
         """An artifact's bytes."""
@@ -200,20 +217,20 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tags on a run."""
-        self.client.log_batch(run_id, tags=_tags(tags))
+        self.client.log_batch(run_id, tags=run_tags(tags))
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Log params (a trial's policy, as soon as it is sampled, so failed trials show it too)."""
-        _log_params(self.client, run_id, params)
+        log_params(self.client, run_id, params)
 
     def end_trial(self, run_id: str, state: str, status: str, traceback_text: str | None = None, note: str | None = None,
                   metrics: Mapping[str, float] | None = None) -> None:
         """Mark the trial's Optuna ``state`` as a tag, log last ``metrics`` and end its run with MLflow ``status``."""
         if traceback_text is not None:  # an error message may quote a storage or tracking URI
-            _log_files(self.client, run_id, {TRACEBACK_FILE: mask(traceback_text)})
-        tags = [RunTag(TAG_STATE, state)] + ([RunTag(TAG_NOTE, mask(note)[:5000])] if note else [])
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, tags=tags, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
+            log_files(self.client, run_id, {TRACEBACK_FILE: mask(traceback_text)})
+        self.log_run_metrics(run_id, metrics or {}, tags={TAG_STATE: state, **({TAG_NOTE: note[:5000]} if note else {})})
+        if run_id in self._models:  # logged by this process: READY with its trial COMPLETE, else FAILED
+            finalize(self.client, self._models[run_id], ready=state == "COMPLETE")
         self.client.set_terminated(run_id, status=status)
 
     def log_baseline(self, study_name: str, preset: str, metrics: Mapping[str, float], tags: Mapping[str, str],
@@ -223,10 +240,12 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=f"preset-{preset}",
             tags={TAG_PARENT_RUN: self.parent_run_id, TAG_ROLE: ROLE_BASELINE, TAG_STUDY: study_name,
-                  TAG_PRESET: preset, **{t.key: t.value for t in _tags(tags)}},
+                  TAG_PRESET: preset, **{t.key: t.value for t in run_tags(tags)}},
         )
         run_id = run.info.run_id
-        self.log_trial(run_id, params={"preset": preset}, metrics=metrics, tags={}, files=files)
+        self._runs[run_id] = (run.info.run_name, run.data.tags)
+        self.log_trial(run_id, params={"preset": preset}, metrics=metrics, tags={}, files=files, model_params={"preset": preset})
+        finalize(self.client, self._models[run_id], ready=True)
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -245,11 +264,13 @@ class Tracker:
         self.reload_pareto_state()
 
     def reload_pareto_state(self) -> None:
-        """Read every trial run's ``litesweep.pareto`` tag again (other workers may have changed them)."""
-        self._pareto_state = {r.info.run_id: r.data.tags.get(TAG_PARETO) == "true" for r in self.trial_runs()}
+        """Read every trial run's ``litesweep.pareto`` tag (and model) again (other workers may have changed them)."""
+        runs = self.trial_runs()
+        self._pareto_state = {r.info.run_id: r.data.tags.get(TAG_PARETO) == "true" for r in runs}
+        self._models.update({r.info.run_id: r.data.tags[TAG_MODEL_ID] for r in runs if TAG_MODEL_ID in r.data.tags})
 
     def update_pareto(self, front_run_ids: Iterable[str]) -> int:
-        """Keep ``litesweep.pareto`` current on every trial run; only changed tags are written.
+        """Keep ``litesweep.pareto`` current on every trial run and its LoggedModel; only changed tags are written.
 
         Returns:
             The number of tags written.
@@ -260,6 +281,8 @@ class Tracker:
             on_front = run_id in front
             if self._pareto_state.get(run_id) != on_front:
                 self.client.set_tag(run_id, TAG_PARETO, "true" if on_front else "false")
+                if self.model_of(run_id) is not None:
+                    set_front(self.client, self._models[run_id], on_front)
                 self._pareto_state[run_id] = on_front
                 changed += 1
         return changed
@@ -270,29 +293,6 @@ class Tracker:
         wanted = f" and attributes.status = '{status}'" if status else ""
         return search_all_runs(self.client, self.experiment_id,
                                trial_runs_filter(self.parent_run_id) + wanted)
-
-
-# Params, tags and text files may quote a storage or tracking URI from the config: every one is masked here.
-def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
-    return [RunTag(k, mask(str(v))) for k, v in tags.items()]
-
-
-def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])
-
-
-def _log_files(client: MlflowClient, run_id: str, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
-    if not files:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, content in files.items():
-            path = Path(tmp) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # bytes are binary (.tflite, .png): kept exact
-            path.write_bytes(content if isinstance(content, bytes) else mask(content).encode())
-        client.log_artifacts(run_id, tmp, artifact_path)
 
 
 def dumps(data: Any) -> str:

@@ -1,4 +1,10 @@
-"""The real MLflow UI, in a real headless Chromium: the study's runs and the litesweep.pareto tag are shown.
+"""The real MLflow UI, in a real headless Chromium: the experiment opens on the study's runs, its Models tab lists
+the trials' models with their metrics, and the litesweep.pareto tag is shown.
+
+MLflow 3.17's UI picks an experiment's view (GenAI or model training) per browser, from its **GenAI / Model
+training** switch (the ``workflowType`` query parameter, else the browser's stored choice, GenAI at first), not
+from the experiment's ``mlflow.experimentKind`` tag, which litesweep sets all the same (earlier 3.x UIs and the
+Python API read it). The address litesweep documents names the view: ``#/experiments/<id>?workflowType=machine_learning``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them). Screenshots are
 saved to ``test-artifacts/`` (or ``$LITESWEEP_TEST_ARTIFACTS``).
@@ -66,12 +72,21 @@ def _wait_for_text(driver, text: str, seconds: float = 60) -> str:
     raise AssertionError(f"{text!r} not shown; page text: {body[:1500]!r}")
 
 
-def test_the_experiment_page_shows_the_study_runs(ui, browser) -> None:
+#: The query that opens an experiment in MLflow 3.17's model-training view (see the module docstring).
+TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def test_the_experiment_opens_on_the_study_runs(ui, browser) -> None:
+    """The experiment's own address (no tab named): its runs with their datasets, not the GenAI overview."""
+    from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
     url, result = ui
-    browser.get(f"{url}/#/experiments/{result.experiment_id}/runs")
-    _wait_for_text(browser, f"study-{result.study_name}")
+    tags = MlflowClient(result.tracking_uri).get_experiment(result.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    browser.get(f"{url}/#/experiments/{result.experiment_id}{TRAINING_VIEW}")
+    body = _wait_for_text(browser, f"study-{result.study_name}")
+    assert "digits-validation" in body, "the Dataset column shows what the runs were scored on"
     # Trial runs are nested under the study's parent run: expand it as a user would.
     for button in browser.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"):
         button.click()
@@ -80,6 +95,20 @@ def test_the_experiment_page_shows_the_study_runs(ui, browser) -> None:
         assert name in body
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "mlflow_experiment.png"))
+
+
+def test_the_models_tab_lists_the_trials_models_with_their_accuracy(ui, browser) -> None:
+    url, result = ui
+    browser.set_window_size(2600, 1000)  # the metric columns come after the model's attributes
+    try:
+        browser.get(f"{url}/#/experiments/{result.experiment_id}/models{TRAINING_VIEW}")
+        body = _wait_for_text(browser, "accuracy_drop")
+        for name in ("trial-0000", "trial-0001", "trial-0002", "Ready", "accuracy"):
+            assert name in body, name
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "mlflow_models.png"))
+    finally:
+        browser.set_window_size(1600, 1000)
 
 
 def test_a_front_run_page_shows_the_pareto_tag(ui, browser) -> None:

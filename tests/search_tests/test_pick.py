@@ -17,11 +17,13 @@ from typing import TypedDict
 import numpy as np
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 from litesweep.objectives.data import load_dataset
 from litesweep.objectives.measure import accuracy, predict
 from litesweep.search import pareto
 from litesweep.search.app import run
+from litesweep.search.logged_models import TAG_MODEL_ID
 from litesweep.search.pick import NothingMeetsConstraints, pick
 from litesweep.search.sweep import SweepResult
 from tests.conftest import CONF_DIR, QUICK_OVERRIDES, compose_quick
@@ -137,6 +139,9 @@ def test_the_registered_model_serves_the_interpreters_outputs(study_dir, tmp_pat
     chosen = pick(compose_quick(out, "pick.prefer=knee", "pick.register=digits-cnn", "pick.alias=champion",
                                 f"pick.output_dir={tmp_path / 'served'}"))
     assert chosen.registered_version == "1"
+    client = MlflowClient(result.tracking_uri)  # the picked LoggedModel itself is registered, now a pyfunc too
+    model_id = client.get_run(chosen.run_id).data.tags[TAG_MODEL_ID]
+    assert client.get_model_version("digits-cnn", "1").source == f"models:/{model_id}"
     server, url = start_mlflow("models", "serve", "-m", "models:/digits-cnn@champion", "--env-manager", "local",
                                env={"MLFLOW_TRACKING_URI": result.tracking_uri}, health="/ping")
     try:
