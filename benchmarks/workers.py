@@ -91,7 +91,7 @@ def main() -> None:
                      "cpus": os.cpu_count(), "trials": args.trials, "runs": {}}
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as tmp:
         common = [f"paths.cache_dir={cache}", f"data={args.data}", f"model={args.model}", "study.presets=false",
-                  "progress=false", "tracking.report_every=0"]
+                  "progress=false", "tracking.report_interval_s=1e9"]
         run(compose_config([*common, f"paths.output_dir={tmp}/warm-up", "study.n_trials=1"], str(ROOT / "conf")))  # caches the base model
         services = postgres_and_tracking_server() if args.backend == "postgres" else contextlib.nullcontext((None, None))
         with services as (storage, tracking):

@@ -72,10 +72,9 @@ def run(cfg: DictConfig) -> SweepResult:
 
 
 def _on_trial_end(sweep: Any, bar: Any, state: Any, finished: int) -> None:
-    """After each trial: the front's tags, the report every ``tracking.report_every`` trials, the progress bar."""
+    """After each trial: the front's tags, the report when it is due (``Sweep.report_due``), the progress bar."""
     front = sweep.update_front()
-    every = sweep.cfg.tracking.report_every
-    if every > 0 and len(sweep.study.trials) % every == 0:
+    if sweep.report_due():
         sweep.refresh_report()
     console.advance(bar, sweep.cfg.study.n_trials, finished, len(front), state.name)
 
@@ -108,7 +107,8 @@ def _print_summary(cfg: DictConfig, sweep: Any, result: SweepResult) -> None:
         line = baselines.latency_line(result.figures, result.presets)
         if line:
             print(line)
-    print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000")
+    print(f"\nBrowse it: mlflow ui --backend-store-uri '{mask(cfg.tracking.uri)}' --host 127.0.0.1 --port 5000, then open "
+          f"http://127.0.0.1:5000/#/experiments/{result.experiment_id}?workflowType=machine_learning")
 
 
 main = hydra_entry(run, "litesweep")

@@ -16,6 +16,38 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
+class FrontKeeper:
+    """The study's front kept trial by trial: each ``update`` compares only the trials completed since the last
+    one with the current front. The same set as ``front`` (Optuna's sort: feasible trials, identical values all
+    kept), at a cost that does not grow with the study.
+    """
+
+    def __init__(self, directions: Sequence[optuna.study.StudyDirection]) -> None:
+        self._signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions]
+        self._front: dict[int, tuple[tuple[float, ...], optuna.trial.FrozenTrial]] = {}
+        self._seen: set[int] = set()
+
+    def update(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The front after the trials completed since the last call (of any worker), by trial number."""
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if trial.number in self._seen:
+                continue
+            self._seen.add(trial.number)
+            if trial.values is None or any(c > 0 for c in trial.constraints.values()):
+                continue
+            loss = tuple(s * v for s, v in zip(self._signs, trial.values, strict=True))
+            if any(_dominates(other, loss) for other, _ in self._front.values()):
+                continue
+            self._front = {n: kept for n, kept in self._front.items() if not _dominates(loss, kept[0])}
+            self._front[trial.number] = (loss, trial)
+        return [trial for _, (_, trial) in sorted(self._front.items())]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is no worse than ``b`` in every (minimized) objective and better in one."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
 #: Spread keys of a metric measured in interleaved rounds: compared by their ranges, not their medians.
 SPREADS = {"latency_ms": ("latency_ms_low", "latency_ms_high")}
 

@@ -22,6 +22,8 @@ from litesweep.search import pareto
 from litesweep.search.ledger import CONFIRMED_ATTR_PREFIX, FEASIBLE_ATTR, METRICS_ATTR, POLICY_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
+#: Above this many COMPLETE trials, the importance and hypervolume plots are drawn from a sample (``sampled``).
+PLOT_TRIALS = 500
 LOG_SCALED = ("size_bytes", "size_gzip_bytes", "ideal_bytes", "bitops", "macs", "latency_ms")
 COLOURS = {"front": "#1f77b4", "feasible": "#9e9e9e", "infeasible": "#d62728", "preset": "#ff7f0e", "reference": "#000000"}
 
@@ -186,17 +188,18 @@ def trials_csv(study: optuna.Study) -> str:
     """Every trial: number, state, Optuna params, every validation metric, the test figures and confirmed
     latency of trials that reached the front (blank for the others), feasibility and its MLflow run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "params", "datetime_start", "datetime_complete"))
-    metrics = [t.user_attrs.get(METRICS_ATTR, {}) for t in study.trials]
+    trials = study.get_trials(deepcopy=False)  # one read, no copies: the same rows as the frame
+    metrics = [t.user_attrs.get(METRICS_ATTR, {}) for t in trials]
     names = sorted({k for m in metrics for k in m})
     for name in names:
         frame[name] = [m.get(name) for m in metrics]
     attrs = study.user_attrs  # figures confirmed for front trials only: test split and re-timed latency
-    confirmed = [attrs.get(f"{CONFIRMED_ATTR_PREFIX}{t.number}", {}) for t in study.trials]
+    confirmed = [attrs.get(f"{CONFIRMED_ATTR_PREFIX}{t.number}", {}) for t in trials]
     for name in (*TEST_METRIC_NAMES, *CONFIRMED_LATENCY_NAMES):
         frame[name] = [c.get(name) for c in confirmed]
-    frame["feasible"] = [t.user_attrs.get(FEASIBLE_ATTR) for t in study.trials]
-    frame["policy"] = [json.dumps(t.user_attrs.get(POLICY_ATTR)) if t.user_attrs.get(POLICY_ATTR) else "" for t in study.trials]
-    frame[RUN_ID_ATTR] = [t.user_attrs.get(RUN_ID_ATTR, "") for t in study.trials]
+    frame["feasible"] = [t.user_attrs.get(FEASIBLE_ATTR) for t in trials]
+    frame["policy"] = [json.dumps(t.user_attrs.get(POLICY_ATTR)) if t.user_attrs.get(POLICY_ATTR) else "" for t in trials]
+    frame[RUN_ID_ATTR] = [t.user_attrs.get(RUN_ID_ATTR, "") for t in trials]
     return frame.to_csv(index=False)
 
 
@@ -215,17 +218,37 @@ def build(study: optuna.Study, directions: Mapping[str, str], presets: Mapping[s
     if policies is not None:
         files["report/front_policies.png"] = policies
     figures: list[Any] = []
-    _optional(figures, lambda: optuna.visualization.plot_hypervolume_history(study, reference_point(study, directions)))
-    _optional(files, lambda: _png(optuna.visualization.matplotlib.plot_hypervolume_history(
-        study, reference_point(study, directions)).figure), "report/hypervolume.png")
+    view, note = sampled(study, complete)
+    point = reference_point(study, directions)
+    _optional(figures, lambda: optuna.visualization.plot_hypervolume_history(view, point).update_layout(
+        title=f"Hypervolume history{note}"))
+    _optional(files, lambda: _png(_titled(optuna.visualization.matplotlib.plot_hypervolume_history(view, point),
+                                          f"Hypervolume history{note}").figure), "report/hypervolume.png")
     if len(complete) >= 4:
         for i, metric in enumerate(metrics):
             _optional(figures, lambda i=i, metric=metric: optuna.visualization.plot_param_importances(
-                study, target=lambda t: t.values[i], target_name=metric).update_layout(title=f"Parameter importances for {metric}"))
+                view, target=lambda t: t.values[i], target_name=metric).update_layout(title=f"Parameter importances for {metric}{note}"))
     if figures:
         parts = [fig.to_html(include_plotlyjs=i == 0, full_html=False) for i, fig in enumerate(figures)]
         files["report/study.html"] = "<html><head><meta charset='utf-8'></head><body>" + "".join(parts) + "</body></html>"
     return files
+
+
+def sampled(study: optuna.Study, complete: Sequence[optuna.trial.FrozenTrial]) -> tuple[optuna.Study, str]:
+    """The study itself, or above ``PLOT_TRIALS`` COMPLETE trials an in-memory study of an evenly spaced sample of
+    them (importances and hypervolume history cost more than linear time), with a note for the plot's title."""
+    if len(complete) <= PLOT_TRIALS:
+        return study, ""
+    ordered = sorted(complete, key=lambda t: t.number)
+    step = len(ordered) / PLOT_TRIALS
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials([ordered[int(i * step)] for i in range(PLOT_TRIALS)])
+    return view, f" (sampled: {PLOT_TRIALS} of {len(ordered)} trials, evenly spaced)"
+
+
+def _titled(axes: Any, title: str) -> Any:
+    axes.set_title(title)
+    return axes
 
 
 def _optional(into: dict[str, Any] | list[Any], draw: Any, name: str = "") -> None:

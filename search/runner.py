@@ -9,18 +9,18 @@ without its files (``recovery.recover_stale_trials`` closes every such gap).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import random
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from litesweep.objectives.errors import ConfigError, HopelessTrial, RuntimeRefused
-from litesweep.search.config import NATIVE_FAULTS
+from litesweep.objectives.errors import ConfigError, HopelessTrial, LitesweepError, RuntimeRefused
 from litesweep.search.isolation import TrialCrashed, TrialProcess
 from litesweep.search.ledger import (
     FEASIBLE_ATTR,
@@ -38,12 +38,16 @@ from litesweep.search.ledger import (
     WORKER_ATTR,
     TrialRecord,
 )
-from litesweep.search.recovery import retry, worker_id
+from litesweep.search.recovery import recover_stale_trials, retry, worker_id
 from litesweep.search.space import SearchSpace
-from litesweep.search.storage import ask, backend_of, heartbeat, trial_id
+from litesweep.search.storage import ask, backend_of, count_finished, heartbeat, trial_id
+from litesweep.search.study_config import NATIVE_FAULTS
 from litesweep.search.tracking import Tracker
 
 log = logging.getLogger(__name__)
+MIN_TRIALS_FOR_FAILURE_RATE = 5
+#: Seconds between stale-trial checks while no other trial is running (one runs before each trial otherwise).
+RECOVERY_INTERVAL_S = 30.0
 #: The phases that are the trial's real work; the rest of its wall time (sampling, logging, storage) is overhead.
 WORK_PHASES = ("finetune", "convert", "evaluate")
 
@@ -102,8 +106,11 @@ class TrialRunner:
 
     def __call__(self) -> TrialState:
         """Run one trial; returns the state recorded in Optuna."""
-        started = time.perf_counter()
+        started, asked_at = time.perf_counter(), datetime.datetime.now()
         trial = ask(self.study)
+        # The sampler's time, and its part before Optuna stamps the trial's start (between trials, not in it).
+        self._ask = {"ask": time.perf_counter() - started,
+                     "ask_in_gap": max(0.0, ((trial.datetime_start or asked_at) - asked_at).total_seconds())}
         # Each step below may be the last if the worker is killed; recover_stale_trials handles every gap.
         run_id: str | None = None
         self._sampled = False
@@ -166,7 +173,7 @@ class TrialRunner:
                                    files={TFLITE_FILE: output.tflite, POLICY_FILE: policy.to_json()},
                                    model_params=policy.flat_params(), trained=policy.needs_training)
             _maybe_fail(inject, "logged", self.inject_failures)
-            timings = {**output.timings, "log": time.perf_counter() - logging_started}
+            timings = {**output.timings, "log": time.perf_counter() - logging_started, **self._ask}
             timings["trial"] = time.perf_counter() - started
             timings["overhead"] = timings["trial"] - sum(timings.get(k, 0.0) for k in WORK_PHASES)
             trial.set_user_attr(TIMINGS_ATTR, timings)
@@ -195,3 +202,57 @@ class TrialRunner:
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.tracker.end_trial(run_id, "FAIL", "FAILED", traceback.format_exc())
             return TrialState.FAIL
+
+
+def run_trials(
+    runner: TrialRunner,
+    n_trials: int,
+    max_consecutive_failures: int,
+    max_failure_rate: float,
+    on_trial_end: Callable[[TrialState, int], None],
+    timeout_s: float | None = None,
+) -> None:
+    """Run trials until the study holds ``n_trials`` finished ones (counting every worker's).
+
+    A trial is only started while finished plus running trials are fewer than ``n_trials``, so
+    several workers on one study do not overshoot it. With ``timeout_s``, no trial starts after that
+    many seconds of this call (a running trial is finished, never cut).
+
+    Raises:
+        LitesweepError: ``max_consecutive_failures`` trials failed in a row, or more than
+            ``max_failure_rate`` of this run's trials failed (after at least 5).
+    """
+    consecutive = failed = ran = 0
+    study = runner.study
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    recovered_at = -float("inf")
+    while True:
+        done = count_finished(study)
+        if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
+            return
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if done + running >= n_trials and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # Other workers are finishing the last trials; if one dies, its trial is failed and retried.
+            recover_stale_trials(study, runner.tracker)
+            time.sleep(1.0)
+            continue
+        if running or time.monotonic() - recovered_at >= RECOVERY_INTERVAL_S:
+            # A worker that died on any machine: its trial is retried. With no trial running, only now and then:
+            # what is left to find (a run a killed worker left open) is not worth a store query per trial.
+            recover_stale_trials(study, runner.tracker)
+            recovered_at = time.monotonic()
+        state = runner()
+        ran += 1
+        consecutive = consecutive + 1 if state == TrialState.FAIL else 0
+        failed += state == TrialState.FAIL
+        on_trial_end(state, count_finished(study))
+        if consecutive >= max_consecutive_failures:
+            raise LitesweepError(
+                f"{consecutive} trials failed in a row (study.max_consecutive_failures = {max_consecutive_failures}); "
+                "see traceback.txt on the FAILED trial runs"
+            )
+        if ran >= MIN_TRIALS_FOR_FAILURE_RATE and failed / ran > max_failure_rate:
+            raise LitesweepError(
+                f"{failed} of {ran} trials failed ({failed / ran:.0%}), above study.max_failure_rate = {max_failure_rate:.0%}; "
+                "see traceback.txt on the FAILED trial runs"
+            )

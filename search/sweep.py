@@ -16,7 +16,6 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from litesweep.objectives.errors import LitesweepError
 from litesweep.search import baselines, confirm, datasets, pareto, report, screen, sensitivity
 from litesweep.search.isolation import Limits, TrialProcess, set_onednn
 from litesweep.search.ledger import (
@@ -35,18 +34,18 @@ from litesweep.search.ledger import (
     record_objective_metric,
 )
 from litesweep.search.preflight import mask
-from litesweep.search.recovery import recover_stale_trials
-from litesweep.search.runner import TrialRunner
+from litesweep.search.runner import TrialRunner, run_trials
 from litesweep.search.space import SearchSpace, match_groups
 from litesweep.search.storage import count_finished, find_study, open_study
 from litesweep.search.tracking import Tracker, dumps, flatten
 from litesweep.search.workbench import build_workbench
 
 log = logging.getLogger("litesweep")
+#: The largest share of a sweep's wall time the report refreshes may take (``Sweep.report_due``).
+REPORT_SHARE = 0.05
 #: Marks the preset twin enqueued at the space's narrowest width (``Sweep.enqueue_twins``).
 NARROW_TWIN_PREFIX = "narrow:"
 VERSIONED = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "optuna", "mlflow", "ai-edge-litert", "hydra-core")
-MIN_TRIALS_FOR_FAILURE_RATE = 5
 #: The Keras version a user's Keras 3 file was saved with, when litesweep rebuilt it with tf_keras.
 TAG_SOURCE_KERAS = "litesweep.source_keras"
 
@@ -102,6 +101,8 @@ class Sweep:
         self.tracker.data_inputs = datasets.data_inputs(self.bench.data, OmegaConf.to_container(cfg.data, resolve=True))
         self.presets: dict[str, dict[str, float]] = {}
         self.front: list[optuna.trial.FrozenTrial] = []
+        self.keeper = pareto.FrontKeeper(self.study.directions)
+        self._report_cost_s, self._report_at = 0.0, time.monotonic()
         self.trial_process: TrialProcess | None = None
         if s.isolation == "process":  # its workbench is built while this process measures the presets
             self.trial_process = TrialProcess(cfg, Limits(s.trial_timeout_s, s.trial_max_memory_mb),
@@ -161,7 +162,7 @@ class Sweep:
     def first_passes(self) -> None:
         """Presets, then the optional sensitivity pass and post-training screen (each cached on the study)."""
         cfg, study, tracker = self.cfg, self.study, self.tracker
-        fresh = not study.trials  # before anything is enqueued: what is enqueued, is enqueued once
+        fresh = not study.get_trials(deepcopy=False)  # before anything is enqueued: what is enqueued, is enqueued once
         self.presets = baselines.measure_presets(self.bench, tracker, study.study_name) if cfg.study.presets else {}
         if cfg.sensitivity.enabled:
             drops = sensitivity.measure_sensitivity(self.bench, self.space, study)
@@ -216,21 +217,33 @@ class Sweep:
             if self.trial_process is not None:
                 self.trial_process.close()
 
-    def update_front(self) -> list[optuna.trial.FrozenTrial]:
-        """The current front, with the ``litesweep.pareto`` tags made to match it."""
-        front = pareto.front(self.study)
+    def update_front(self, reconcile: bool = False) -> list[optuna.trial.FrozenTrial]:
+        """The current front (kept trial by trial), with the ``litesweep.pareto`` tags of the trials that entered
+        or left it written. ``reconcile``: read every trial run's tag first (other workers write them too)."""
+        front = self.keeper.update(self.study)
         confirm.measure_front_on_test(self.study, self.tracker, self.bench, front)  # new members only
-        self.tracker.reload_pareto_state()  # other litesweep processes on this study may have changed the tags
+        if reconcile:
+            self.tracker.reload_pareto_state()
         self.tracker.update_pareto(pareto.front_run_ids(front))
         return front
 
     def refresh_report(self) -> None:
-        """The study report on the parent run."""
+        """The study report on the parent run, with every front tag checked against the stores."""
+        started = time.perf_counter()
+        self.update_front(reconcile=True)
         self.tracker.log_study_files(report.build(self.study, self.directions, self.presets, self.reference))
+        self._report_cost_s, self._report_at = time.perf_counter() - started, time.monotonic()
+
+    def report_due(self) -> bool:
+        """``tracking.report_interval_s`` has passed, and long enough that refreshing costs at most
+        ``REPORT_SHARE`` of the wall time (0: after every trial, for tests)."""
+        interval = float(self.cfg.tracking.report_interval_s)
+        waited = time.monotonic() - self._report_at
+        return interval == 0 or waited >= max(interval, self._report_cost_s / REPORT_SHARE)
 
     def finish(self) -> SweepResult:
         """Final front, report and summary metrics on the parent run."""
-        self.front = front = self.update_front()
+        self.front = front = self.update_front(reconcile=True)
         runs = {name: run.info.run_id for name, run in baselines.preset_runs(self.tracker).items() if name in self.presets}
         for name, latency in confirm.retime(self.study, self.tracker, self.bench, front, runs, self.cfg.study.seed).items():
             self.presets[name] = self.presets[name] | latency
@@ -248,52 +261,3 @@ class Sweep:
             n_finished=count_finished(self.study), front_trial_numbers=[t.number for t in front], reference=self.reference,
             presets=self.presets, presets_dominated=dominated, presets_dominated_on_size=on_size, figures=figures,
         )
-
-
-def run_trials(
-    runner: TrialRunner,
-    n_trials: int,
-    max_consecutive_failures: int,
-    max_failure_rate: float,
-    on_trial_end: Callable[[TrialState, int], None],
-    timeout_s: float | None = None,
-) -> None:
-    """Run trials until the study holds ``n_trials`` finished ones (counting every worker's).
-
-    A trial is only started while finished plus running trials are fewer than ``n_trials``, so
-    several workers on one study do not overshoot it. With ``timeout_s``, no trial starts after that
-    many seconds of this call (a running trial is finished, never cut).
-
-    Raises:
-        LitesweepError: ``max_consecutive_failures`` trials failed in a row, or more than
-            ``max_failure_rate`` of this run's trials failed (after at least 5).
-    """
-    consecutive = failed = ran = 0
-    study = runner.study
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        done = count_finished(study)
-        if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
-            return
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if done + running >= n_trials and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            # Other workers are finishing the last trials; if one dies, its trial is failed and retried.
-            recover_stale_trials(study, runner.tracker)
-            time.sleep(1.0)
-            continue
-        recover_stale_trials(study, runner.tracker)  # a worker that died on any machine: its trial is retried
-        state = runner()
-        ran += 1
-        consecutive = consecutive + 1 if state == TrialState.FAIL else 0
-        failed += state == TrialState.FAIL
-        on_trial_end(state, count_finished(study))
-        if consecutive >= max_consecutive_failures:
-            raise LitesweepError(
-                f"{consecutive} trials failed in a row (study.max_consecutive_failures = {max_consecutive_failures}); "
-                "see traceback.txt on the FAILED trial runs"
-            )
-        if ran >= MIN_TRIALS_FOR_FAILURE_RATE and failed / ran > max_failure_rate:
-            raise LitesweepError(
-                f"{failed} of {ran} trials failed ({failed / ran:.0%}), above study.max_failure_rate = {max_failure_rate:.0%}; "
-                "see traceback.txt on the FAILED trial runs"
-            )

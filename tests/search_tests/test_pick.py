@@ -48,7 +48,7 @@ FLOAT_SPACE = ("space=ptq", "space.bits=[16,32]")
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepResult]:
     out = tmp_path_factory.mktemp("pick")
-    return out, run(compose_quick(out, "study.n_trials=6", "study.presets=true", "tracking.report_every=3", RECORDED_FINETUNE))
+    return out, run(compose_quick(out, "study.n_trials=6", "study.presets=true", "tracking.report_interval_s=0", RECORDED_FINETUNE))
 
 
 @pytest.fixture(scope="module")
