@@ -1,18 +1,24 @@
-"""Fine-tuning a trial's student: the phase order, one shared input pipeline, and early failure.
+"""Fine-tuning a trial's student: the phase order, in-memory inputs, and early failure.
 
 Order (``qat`` and ``mixed``): narrower student (width) → pruning (unstructured and 2:4) →
 clustering (sparsity-preserving when pruned) → ``qat`` only: n-bit QAT keeping masks and clusters.
 Every phase is distilled from the float base model, which is never changed: a trial starts from a
 fresh copy (TF-MOT wrappers share layer objects with the model they wrap). Data without labels is
 distilled only (hard-label weight 0): the float model's outputs are the sole targets.
+
+Nothing of litesweep's runs in Python per batch (issue 17: a trial as fast as a bare ``fit``; TF-MOT's own
+``UpdatePruningStep`` still does, as in any pruning loop): the NaN check is in the loss,
+masks and centroids are kept by the optimizer after each update, and the accuracy floor calls the model
+eagerly once, after the first epoch, instead of tracing ``predict`` for every trial's new model.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from litesweep.objectives.compat import keras, tf
 
@@ -26,18 +32,44 @@ from litesweep.objectives.policy import Policy
 from litesweep.objectives.settings import FineTuneSettings
 from litesweep.objectives.techniques import cluster, distill, prune, quantize, shrink
 
+#: The name ``check_numerics`` reports when the fine-tuning loss is NaN or inf (``FloatingPointError``).
+NAN_CHECK = "litesweep fine-tuning loss"
+EVAL_CHUNK = 512
 
-class FailOnNaN(keras.callbacks.Callback):
-    """Fail the trial (not just stop training, as TerminateOnNaN does) when the loss becomes NaN or inf."""
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss} at batch {batch}")
+def checked_loss(loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """``loss`` failing inside the training step when a sample's loss is NaN or inf (no Python per batch)."""
+
+    def checked(packed: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+        return tf.debugging.check_numerics(loss(packed, outputs), NAN_CHECK)
+
+    return checked
+
+
+class ProjectedAdam(keras.optimizers.Adam):
+    """Adam that runs ``projections`` (keep pruning zeros, snap to centroids) after every update, in the train step.
+
+    The same as calling them from a callback after each batch, without a Python call and eager ops per batch.
+    """
+
+    def __init__(self, learning_rate: float, projections: Sequence[Callable[[], None]] = ()) -> None:
+        super().__init__(learning_rate)
+        self._projections = list(projections)
+
+    def apply_gradients(self, grads_and_vars: Any, name: str | None = None, skip_gradients_aggregation: bool = False,
+                        **kwargs: Any) -> tf.Variable:
+        iteration = super().apply_gradients(grads_and_vars, name=name, skip_gradients_aggregation=skip_gradients_aggregation,
+                                            **kwargs)
+        for project in self._projections:
+            project()
+        return iteration
 
 
 class EarlyFloor(keras.callbacks.Callback):
-    """Raise ``HopelessTrial`` after the first epoch when validation accuracy is below the floor."""
+    """Raise ``HopelessTrial`` after the first epoch when validation accuracy is below the floor.
+
+    The model is called eagerly on the validation arrays (no ``predict``: that traces a function per trial).
+    """
 
     def __init__(self, x_val: np.ndarray, y_val: np.ndarray, floor: float) -> None:
         super().__init__()
@@ -46,7 +78,11 @@ class EarlyFloor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch != 0:
             return
-        acc = float(np.mean(np.argmax(self.model.predict(self._x, batch_size=512, verbose=0), axis=1) == self._y))
+        correct = 0
+        for start in range(0, len(self._x), EVAL_CHUNK):
+            outputs = self.model(self._x[start:start + EVAL_CHUNK], training=False)
+            correct += int(np.sum(np.argmax(np.asarray(outputs), axis=1) == self._y[start:start + EVAL_CHUNK]))
+        acc = correct / len(self._x)
         if acc < self._floor:
             raise HopelessTrial(acc, self._floor)
 
@@ -75,23 +111,34 @@ class FineTuner:
         hard = data.y_train[: settings.max_train_samples] if data.labelled else np.argmax(teacher_outputs, axis=1)
         targets = distill.pack_targets(hard, teacher_outputs, self._classes)
         self._probabilities = are_probabilities(teacher_outputs)  # a softmax output: distilled on its log
-        # One in-memory input pipeline for every fit of every trial: reshuffled each epoch, prefetching.
-        self._batches = (tf.data.Dataset.from_tensor_slices((self._x, targets))
-                         .shuffle(len(self._x), seed=0, reshuffle_each_iteration=True)
-                         .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE))
+        # In-memory tensors, converted once, that every fit takes as arrays (``fit`` reshuffles them each epoch).
+        self._inputs, self._targets = tf.constant(self._x), tf.constant(targets)
         self._first_phase_done = False
         predicted = np.argmax(base_model.predict(data.x_val, batch_size=512, verbose=0), axis=1)
         self._y_val = data.y_val if data.labelled else predicted
         self._base_val_accuracy = float(np.mean(predicted == self._y_val))
 
-    def _fit(self, model: keras.Model, loss: object, epochs: int, callbacks: list) -> None:
+    def _fit(self, model: keras.Model, loss: Callable, epochs: int, callbacks: list,
+             projections: Sequence[Callable[[], None]] = ()) -> None:
+        """``fit`` on the in-memory tensors; ``projections`` run after every update (``ProjectedAdam``).
+
+        Raises:
+            HopelessTrial: the first fit of a trial ends its first epoch below the floor.
+            FloatingPointError: the loss became NaN or inf (checked in the training step).
+        """
         ft = self.settings
         if ft.min_relative_accuracy > 0 and not self._first_phase_done:
             callbacks = [*callbacks, EarlyFloor(self.data.x_val, self._y_val, ft.min_relative_accuracy * self._base_val_accuracy)]
         self._first_phase_done = True
-        callbacks = [*callbacks, FailOnNaN()]
-        model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
-        model.fit(self._batches, epochs=epochs, callbacks=callbacks, verbose=0)
+        model.compile(optimizer=ProjectedAdam(ft.learning_rate, projections), loss=checked_loss(loss))
+        try:
+            model.fit(self._inputs, self._targets, batch_size=ft.batch_size, epochs=epochs, shuffle=True,
+                      callbacks=callbacks, verbose=0)
+        except tf.errors.InvalidArgumentError as exc:
+            if NAN_CHECK not in str(exc):
+                raise
+            raise FloatingPointError(f"fine-tuning loss became NaN or inf ({self.settings.batch_size}-sample batch, "
+                                     f"learning rate {self.settings.learning_rate})") from None
 
     def run(self, policy: Policy, timings: dict[str, float]) -> tuple[keras.Model, keras.Model]:
         """Apply the training part of ``policy`` (checked by the caller) to a fresh copy of the base model.
@@ -131,13 +178,13 @@ class FineTuner:
             float_model = model
             if bits:
                 qat = quantize.wrap_for_qat(model, bits)
-                callbacks: list = []
+                projections: list[Callable[[], None]] = []
                 # QAT trains every layer, float ones too: keep all clusters and zeros, not only quantized layers'.
                 if centres:
-                    callbacks.append(cluster.KeepClusters(quantize.kernel_variables(qat, list(centres)), centres))
+                    projections.append(cluster.KeepClusters(quantize.kernel_variables(qat, list(centres)), centres).apply)
                 if masks:
-                    callbacks.append(prune.KeepMasks(quantize.kernel_variables(qat, list(masks)), masks))
-                self._fit(qat, loss, ft.qat_epochs, callbacks)
+                    projections.append(prune.KeepMasks(quantize.kernel_variables(qat, list(masks)), masks).apply)
+                self._fit(qat, loss, ft.qat_epochs, [], projections)
                 model = qat
         return model, float_model
 
